@@ -1,0 +1,55 @@
+//! `qwen3guard`: moderate conversations with Qwen3Guard from the command line.
+//!
+//! Argument parsing and output formatting only; the engine is the `qwen3guard` crate and
+//! the metrics are `qwen3guard-eval`.
+
+mod args;
+mod eval;
+mod moderate;
+mod render;
+mod stream;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Qwen3Guard safety moderation: Gen (a written verdict) and Stream (token by token).
+///
+/// --model takes a checkpoint directory in the Hugging Face layout or a Hub repo id, which
+/// is downloaded into the Hugging Face cache on first use (HF_HOME, HF_ENDPOINT apply).
+#[derive(Debug, Parser)]
+#[command(name = "qwen3guard", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Judge the last message with a Gen checkpoint: Safety, Categories, Refusal, scores.
+    Moderate(moderate::ModerateArgs),
+    /// Judge a prompt and its response token by token with a Stream checkpoint.
+    Stream(stream::StreamArgs),
+    /// Show the exact text and token ids the model reads.
+    Render(render::RenderArgs),
+    /// Score prediction files and run benchmarks.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Moderate(args) => moderate::run(args),
+        Command::Stream(args) => stream::run(args),
+        Command::Render(args) => render::run(args),
+        Command::Eval(cmd) => eval::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Memory-mapped safetensors weights, single-file or sharded.
+//!
+//! Every file is mapped and its header validated when the checkpoint is opened, so a
+//! truncated or corrupt download fails there, naming the file. Tensors are then fetched by
+//! their checkpoint key with the shape the config implies; a missing or mis-shaped tensor
+//! is reported by name rather than surfacing later as a matmul error.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype as StDtype, Metadata, SafeTensors};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// One mapped weight file.
+struct WeightFile {
+    path: PathBuf,
+    map: Mmap,
+    /// Bytes before the tensor data (8-byte length + JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+/// All weight files of a checkpoint, indexed by tensor name.
+pub struct Weights {
+    files: Vec<WeightFile>,
+    location: HashMap<String, usize>,
+    device: Device,
+    dtype: DType,
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: HashMap<String, String>,
+}
+
+impl Weights {
+    /// Maps the weights in `dir`: `model.safetensors`, or the shards that
+    /// `model.safetensors.index.json` lists. Tensors are converted to `dtype` on `device`
+    /// when fetched.
+    pub fn open(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let single = dir.join("model.safetensors");
+        let paths = if index_path.is_file() {
+            shard_paths(&index_path, dir)?
+        } else if single.is_file() {
+            vec![single]
+        } else {
+            return Err(Error::io(
+                &single,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors or model.safetensors.index.json in the checkpoint directory",
+                ),
+            ));
+        };
+        let mut files = Vec::with_capacity(paths.len());
+        let mut location = HashMap::new();
+        for path in paths {
+            let file = map_file(path)?;
+            for name in file.metadata.tensors().keys() {
+                location.insert(name.clone(), files.len());
+            }
+            files.push(file);
+        }
+        Ok(Weights {
+            files,
+            location,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// Whether the checkpoint has a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.location.contains_key(name)
+    }
+
+    /// The compute dtype tensors are converted to.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device tensors are placed on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Fetches `name`, checking that its shape is `shape`, converted to the compute dtype.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let Some(&file_index) = self.location.get(name) else {
+            let files = self
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::MissingTensor {
+                name: name.to_string(),
+                files,
+            });
+        };
+        let file = &self.files[file_index];
+        let info = file
+            .metadata
+            .info(name)
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+                files: file.path.display().to_string(),
+            })?;
+        if info.shape != shape {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let stored = match info.dtype {
+            StDtype::BF16 => DType::BF16,
+            StDtype::F16 => DType::F16,
+            StDtype::F32 => DType::F32,
+            other => {
+                return Err(Error::TensorDtype {
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = &file.map[file.data_start + start..file.data_start + end];
+        let tensor = Tensor::from_raw_buffer(bytes, stored, shape, &self.device)?;
+        Ok(tensor.to_dtype(self.dtype)?)
+    }
+}
+
+fn shard_paths(index_path: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: index_path.to_path_buf(),
+        source,
+    })?;
+    let mut names: Vec<&String> = index.weight_map.values().collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Err(Error::config(index_path, "`weight_map` lists no files"));
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            // A shard name with a directory part could point outside the checkpoint.
+            if name.contains('/') || name.contains('\\') || name == ".." {
+                Err(Error::config(
+                    index_path,
+                    format!("shard name {name:?} is not a plain file name"),
+                ))
+            } else {
+                Ok(dir.join(name))
+            }
+        })
+        .collect()
+}
+
+fn map_file(path: PathBuf) -> Result<WeightFile> {
+    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    // SAFETY: the map is read-only; the checkpoint files are not expected to change while
+    // the model is loaded (the same assumption every mmap-based loader makes).
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+    let (header_len, metadata) =
+        SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(WeightFile {
+        path,
+        map,
+        data_start: 8 + header_len,
+        metadata,
+    })
+}

@@ -1,0 +1,66 @@
+//! Where and in what precision the model runs; the one place that decides it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+use crate::error::{Error, Result};
+
+/// Precision of weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats: the reference's precision; parity tests run here.
+    #[default]
+    F32,
+    /// bfloat16: half the memory; products are accumulated in f32.
+    Bf16,
+}
+
+impl Precision {
+    /// The tensor dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(Error::Unsupported(format!(
+                "dtype {other:?} (choose f32 or bf16)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Weights and activations precision.
+    pub precision: Precision,
+}
+
+impl LoadOptions {
+    /// The device to run on. CPU for now; a `cuda` feature adds a branch here and nowhere
+    /// else.
+    pub fn device(&self) -> Result<Device> {
+        Ok(Device::Cpu)
+    }
+}

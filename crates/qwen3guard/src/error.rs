@@ -1,0 +1,140 @@
+//! The engine's error type.
+//!
+//! Every variant names what is wrong (a path, a tensor, a field) so that the command-line
+//! tool can print it as one line and a server can map it to a status code without parsing
+//! strings.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading a checkpoint or moderating.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A JSON file (config, index, messages) is malformed.
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        /// The file at fault.
+        path: PathBuf,
+        /// The parser's reason, with line and column.
+        source: serde_json::Error,
+    },
+    /// A configuration value is missing, out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Config {
+        /// The config file at fault.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// The checkpoint asks for something this engine does not implement.
+    #[error("unsupported checkpoint: {0}")]
+    Unsupported(String),
+    /// `architectures` names neither Qwen3Guard variant.
+    #[error(
+        "unknown architecture {0:?} in config.json: expected Qwen3ForCausalLM (Gen) or Qwen3ForGuardModel (Stream)"
+    )]
+    UnknownArchitecture(String),
+    /// The operation needs the other variant (e.g. streaming with a Gen checkpoint).
+    #[error("this is a {found} checkpoint, but {needed} needs a {expected} checkpoint")]
+    WrongVariant {
+        /// The variant the operation needs.
+        expected: &'static str,
+        /// The variant that was loaded.
+        found: &'static str,
+        /// The operation.
+        needed: &'static str,
+    },
+    /// A safetensors file is truncated or corrupt.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Safetensors {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the parser found.
+        reason: String,
+    },
+    /// A tensor the model needs is absent from every weight file.
+    #[error("checkpoint has no tensor `{name}` (looked in {files})")]
+    MissingTensor {
+        /// The checkpoint key.
+        name: String,
+        /// The weight files searched.
+        files: String,
+    },
+    /// A tensor exists but with the wrong shape for this config.
+    #[error("tensor `{name}` has shape {found:?}, but config.json implies {expected:?}")]
+    TensorShape {
+        /// The checkpoint key.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype the engine does not load.
+    #[error("tensor `{name}` is stored as {dtype}; only BF16, F16 and F32 weights are supported")]
+    TensorDtype {
+        /// The checkpoint key.
+        name: String,
+        /// The stored dtype.
+        dtype: String,
+    },
+    /// The tokenizer files could not be loaded or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template failed to parse or render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The conversation cannot be moderated as given.
+    #[error("invalid conversation: {0}")]
+    Conversation(String),
+    /// The input does not fit in the model's context window.
+    #[error(
+        "input is {tokens} tokens, longer than the model's context of {max} tokens (max_position_embeddings)"
+    )]
+    ContextTooLong {
+        /// Tokens the request needs.
+        tokens: usize,
+        /// The model's context length.
+        max: usize,
+    },
+    /// A model could not be fetched from the Hugging Face Hub.
+    #[error("cannot fetch {repo} from the Hugging Face Hub: {reason}")]
+    Download {
+        /// The repo id.
+        repo: String,
+        /// What failed, with a hint.
+        reason: String,
+    },
+    /// A stream session was used out of order.
+    #[error("stream session: {0}")]
+    Session(String),
+    /// The tensor library failed; this indicates a bug or an out-of-memory condition.
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The Qwen3 decoder stack shared by both variants: embeddings, layers, final norm.
+
+use candle_core::{Device, Tensor};
+
+use crate::checkpoint::{Qwen3Config, Weights};
+use crate::error::{Error, Result};
+use crate::model::attention::causal_mask;
+use crate::model::{DecoderLayer, KvCache, RmsNorm, Rotary};
+
+/// `model.*` of a Qwen3 checkpoint. Immutable once loaded: per-sequence state lives in the
+/// caller's [`KvCache`], so one backbone serves many sequences at once.
+#[derive(Debug, Clone)]
+pub struct Backbone {
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    rotary: Rotary,
+    cfg: Qwen3Config,
+}
+
+impl Backbone {
+    /// Loads `model.embed_tokens`, `model.layers.*` and `model.norm`.
+    pub fn new(cfg: &Qwen3Config, weights: &Weights) -> Result<Self> {
+        let embed_tokens = weights.get(
+            "model.embed_tokens.weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+        )?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, weights, &format!("model.layers.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Backbone {
+            embed_tokens,
+            layers,
+            norm: RmsNorm::new(weights, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?,
+            rotary: Rotary::new(cfg, weights.dtype(), weights.device())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &Qwen3Config {
+        &self.cfg
+    }
+
+    /// The embedding matrix `(vocab, hidden)`; a tied `lm_head` reuses it.
+    pub fn embeddings(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// A fresh cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Runs `ids` as the positions after those already in `cache` and returns the final
+    /// hidden states `(len, hidden)` (after `model.norm`). The cache grows by `ids.len()`.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let offset = cache.len();
+        let len = ids.len();
+        if len == 0 {
+            return Err(Error::Session("no tokens to process".into()));
+        }
+        let max = self.cfg.max_position_embeddings;
+        if offset + len > max {
+            return Err(Error::ContextTooLong {
+                tokens: offset + len,
+                max,
+            });
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                self.cfg.vocab_size
+            )));
+        }
+        let device = self.device();
+        let dtype = self.embed_tokens.dtype();
+        // 1. Embed: (L,) -> (1, L, hidden).
+        let input = Tensor::new(ids, device)?;
+        let mut x = self.embed_tokens.index_select(&input, 0)?.unsqueeze(0)?;
+        // 2. The layers; only a multi-position step needs a causal mask.
+        let mask = if len > 1 {
+            Some(causal_mask(len, offset, dtype, device)?)
+        } else {
+            None
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &self.rotary, cache, i, mask.as_ref())?;
+        }
+        cache.advance(len);
+        // 3. Final norm: (1, L, hidden) -> (L, hidden).
+        Ok(self.norm.forward(&x)?.squeeze(0)?)
+    }
+}

@@ -1,0 +1,23 @@
+//! The Qwen3 network in the order of the checkpoint's weight map.
+//!
+//! `rotary` -> `attention` (with the per-sequence [`KvCache`]) -> `mlp` -> `layer` ->
+//! `backbone`, then `heads`: Gen's `lm_head` and Stream's classifier pairs. Every
+//! matrix product goes through [`linear::matmul`], the one place that picks a kernel.
+
+mod attention;
+mod backbone;
+mod cache;
+mod heads;
+mod layer;
+mod linear;
+mod mlp;
+mod rotary;
+
+pub use attention::Attention;
+pub use backbone::Backbone;
+pub use cache::KvCache;
+pub use heads::{ClassifierHead, GuardHeads, HeadOutput, LmHead};
+pub use layer::DecoderLayer;
+pub use linear::{linear, matmul, Linear, RmsNorm};
+pub use mlp::Mlp;
+pub use rotary::Rotary;

@@ -1,0 +1,175 @@
+//! The moderation policy: severities, strict/loose modes, categories, and the parser of
+//! Gen's written verdict.
+
+use serde::{Deserialize, Serialize};
+
+/// How harmful something is judged to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    /// Nothing prohibited.
+    Safe,
+    /// Could become harmful depending on context; each deployment decides (see [`Mode`]).
+    Controversial,
+    /// Prohibited content.
+    Unsafe,
+}
+
+impl Severity {
+    /// Parses the label as the models write it.
+    pub fn from_label(label: &str) -> Option<Self> {
+        match label {
+            "Safe" => Some(Severity::Safe),
+            "Unsafe" => Some(Severity::Unsafe),
+            "Controversial" => Some(Severity::Controversial),
+            _ => None,
+        }
+    }
+
+    /// The label as the models write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Safe => "Safe",
+            Severity::Controversial => "Controversial",
+            Severity::Unsafe => "Unsafe",
+        }
+    }
+
+    /// Whether a deployment in `mode` must block it.
+    pub fn is_blocked(self, mode: Mode) -> bool {
+        match (self, mode) {
+            (Severity::Unsafe, _) => true,
+            (Severity::Controversial, Mode::Strict) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What Controversial means for a deployment (paper, Tables 2-6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Controversial counts as Unsafe.
+    #[default]
+    Strict,
+    /// Controversial counts as Safe.
+    Loose,
+}
+
+/// The harm categories in the order the Gen prompt lists them. `Jailbreak` applies to
+/// prompts only.
+pub const CATEGORIES: [&str; 9] = [
+    "Violent",
+    "Non-violent Illegal Acts",
+    "Sexual Content or Sexual Acts",
+    "PII",
+    "Suicide & Self-Harm",
+    "Unethical Acts",
+    "Politically Sensitive Topics",
+    "Copyright Violation",
+    "Jailbreak",
+];
+
+/// What a Gen output says, as parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedVerdict {
+    /// `None` when no `Safety:` line names a known level.
+    pub safety: Option<Severity>,
+    /// Categories named on the `Categories:` line, in order, without duplicates.
+    pub categories: Vec<String>,
+    /// `Refusal: Yes/No` for responses; `None` when absent.
+    pub refusal: Option<bool>,
+}
+
+/// Parses Gen's output text (`Safety: ...`, `Categories: ...`, `Refusal: ...`).
+///
+/// Categories are matched as whole names, longest first at each position, so that
+/// "Non-violent Illegal Acts" is never also read as "Violent".
+pub fn parse_gen_output(text: &str) -> ParsedVerdict {
+    let mut verdict = ParsedVerdict::default();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Safety:") {
+            if verdict.safety.is_none() {
+                verdict.safety = Severity::from_label(rest.trim());
+            }
+        } else if let Some(rest) = line.strip_prefix("Categories:") {
+            if verdict.categories.is_empty() {
+                verdict.categories = find_categories(rest);
+            }
+        } else if let Some(rest) = line.strip_prefix("Refusal:") {
+            verdict.refusal = match rest.trim() {
+                "Yes" => Some(true),
+                "No" => Some(false),
+                _ => verdict.refusal,
+            };
+        }
+    }
+    verdict
+}
+
+fn find_categories(line: &str) -> Vec<String> {
+    let mut by_length = CATEGORIES;
+    by_length.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    let mut found: Vec<String> = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        match by_length.iter().find(|c| rest.starts_with(*c)) {
+            Some(c) => {
+                if !found.iter().any(|f| f == c) {
+                    found.push((*c).to_string());
+                }
+                rest = &rest[c.len()..];
+            }
+            None => {
+                let step = rest.chars().next().map_or(1, char::len_utf8);
+                rest = &rest[step..];
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prompt_verdict() {
+        let v = parse_gen_output("Safety: Unsafe\nCategories: Violent");
+        assert_eq!(v.safety, Some(Severity::Unsafe));
+        assert_eq!(v.categories, vec!["Violent"]);
+        assert_eq!(v.refusal, None);
+    }
+
+    #[test]
+    fn non_violent_is_not_violent() {
+        let v = parse_gen_output("Safety: Unsafe\nCategories: Non-violent Illegal Acts");
+        assert_eq!(v.categories, vec!["Non-violent Illegal Acts"]);
+        let v = parse_gen_output("Safety: Unsafe\nCategories: Non-violent Illegal Acts, Violent, PII");
+        assert_eq!(v.categories, vec!["Non-violent Illegal Acts", "Violent", "PII"]);
+    }
+
+    #[test]
+    fn parses_response_verdict_with_refusal() {
+        let v = parse_gen_output("Safety: Safe\nCategories: None\nRefusal: Yes");
+        assert_eq!(v.safety, Some(Severity::Safe));
+        assert!(v.categories.is_empty());
+        assert_eq!(v.refusal, Some(true));
+        let v = parse_gen_output("Safety: Controversial\nCategories: Politically Sensitive Topics\nRefusal: No");
+        assert_eq!(v.safety, Some(Severity::Controversial));
+        assert_eq!(v.refusal, Some(false));
+    }
+
+    #[test]
+    fn unparseable_output_has_no_safety() {
+        assert_eq!(parse_gen_output("I cannot help"), ParsedVerdict::default());
+        assert_eq!(parse_gen_output("Safety: Maybe").safety, None);
+    }
+
+    #[test]
+    fn modes_decide_controversial() {
+        assert!(Severity::Controversial.is_blocked(Mode::Strict));
+        assert!(!Severity::Controversial.is_blocked(Mode::Loose));
+        assert!(Severity::Unsafe.is_blocked(Mode::Loose));
+        assert!(!Severity::Safe.is_blocked(Mode::Strict));
+    }
+}

@@ -1,0 +1,185 @@
+//! Tokenization that keeps message content from forging control tokens.
+//!
+//! The reference path (render the template, then tokenize the text) lets a message that
+//! contains `<|im_end|>` close its own turn. Here every added token (`<|im_start|>`,
+//! `<think>`, ...) that appears inside message content is first replaced by an escape
+//! sequence of private-use characters; the template is rendered; the rendered text is split
+//! at the added tokens that remain (they can only come from the template itself); and each
+//! piece between them is unescaped and encoded with a copy of the tokenizer that has no
+//! added vocabulary, so the text is byte-level BPE like any other. For ordinary content this
+//! is exactly what the reference tokenizer does (it also splits at added tokens first), so
+//! the token ids are identical.
+
+use std::path::Path;
+
+use tokenizers::{AddedVocabulary, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// Starts an escape; doubled when it occurs in content itself.
+const ESCAPE: char = '\u{E000}';
+/// Marker `k` is escaped as `ESCAPE` followed by `MARKER_BASE + k`.
+const MARKER_BASE: u32 = 0xE001;
+
+/// The checkpoint's tokenizer, split into the part that knows control tokens and the part
+/// that only does text.
+pub struct PromptTokenizer {
+    full: Tokenizer,
+    plain: Tokenizer,
+    /// Added tokens (content, id), longest first so that matching is leftmost-longest.
+    markers: Vec<(String, u32)>,
+    /// Bytes that start some added token; a cheap filter before matching.
+    marker_starts: [bool; 256],
+}
+
+impl PromptTokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let full = Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+        let mut markers: Vec<(String, u32)> = full
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, token)| (token.content, id))
+            .collect();
+        if markers.len() > (0xF8FF - MARKER_BASE) as usize {
+            return Err(Error::Tokenizer(format!(
+                "{}: too many added tokens ({})",
+                path.display(),
+                markers.len()
+            )));
+        }
+        markers.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let mut marker_starts = [false; 256];
+        for (text, _) in &markers {
+            if let Some(&b) = text.as_bytes().first() {
+                marker_starts[b as usize] = true;
+            }
+        }
+        let mut plain = full.clone();
+        plain.with_added_vocabulary(AddedVocabulary::new());
+        Ok(PromptTokenizer {
+            full,
+            plain,
+            markers,
+            marker_starts,
+        })
+    }
+
+    /// The id of a control token such as `<|im_end|>`.
+    pub fn marker_id(&self, content: &str) -> Option<u32> {
+        self.markers
+            .iter()
+            .find(|(text, _)| text == content)
+            .map(|&(_, id)| id)
+    }
+
+    /// Replaces every added token in `content` by an escape, so that it survives rendering
+    /// as text.
+    pub fn escape(&self, content: &str) -> String {
+        let mut out = String::with_capacity(content.len());
+        let mut rest = content;
+        while let Some(c) = rest.chars().next() {
+            if c == ESCAPE {
+                out.push(ESCAPE);
+                out.push(ESCAPE);
+                rest = &rest[c.len_utf8()..];
+            } else if let Some(k) = self.marker_at(rest) {
+                out.push(ESCAPE);
+                out.push(marker_char(k));
+                rest = &rest[self.markers[k].0.len()..];
+            } else {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        out
+    }
+
+    /// Undoes [`Self::escape`].
+    pub fn unescape(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c != ESCAPE {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some(ESCAPE) => out.push(ESCAPE),
+                Some(m) => match self.markers.get((m as u32).wrapping_sub(MARKER_BASE) as usize) {
+                    Some((marker, _)) => out.push_str(marker),
+                    None => {
+                        out.push(ESCAPE);
+                        out.push(m);
+                    }
+                },
+                None => out.push(ESCAPE),
+            }
+        }
+        out
+    }
+
+    /// Encodes a rendered template: added tokens in `rendered` are control tokens, escaped
+    /// content is plain text.
+    pub fn encode_rendered(&self, rendered: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut piece_start = 0;
+        let mut pos = 0;
+        while pos < rendered.len() {
+            let rest = &rendered[pos..];
+            if let Some(k) = self.marker_at(rest) {
+                self.encode_piece(&rendered[piece_start..pos], &mut ids)?;
+                ids.push(self.markers[k].1);
+                pos += self.markers[k].0.len();
+                piece_start = pos;
+            } else {
+                pos += rest.chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        self.encode_piece(&rendered[piece_start..], &mut ids)?;
+        Ok(ids)
+    }
+
+    /// Encodes text with no control tokens at all.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .plain
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes ids to text; `skip_special` drops control tokens as the reference does.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.full
+            .decode(ids, skip_special)
+            .map_err(|e| Error::Tokenizer(format!("cannot decode ids: {e}")))
+    }
+
+    /// The text of one token (lossy for tokens that split a UTF-8 character).
+    pub fn token_text(&self, id: u32) -> String {
+        self.full.decode(&[id], false).unwrap_or_default()
+    }
+
+    fn encode_piece(&self, escaped: &str, ids: &mut Vec<u32>) -> Result<()> {
+        if escaped.is_empty() {
+            return Ok(());
+        }
+        ids.extend(self.encode_text(&self.unescape(escaped))?);
+        Ok(())
+    }
+
+    fn marker_at(&self, text: &str) -> Option<usize> {
+        let first = *text.as_bytes().first()?;
+        if !self.marker_starts[first as usize] {
+            return None;
+        }
+        self.markers.iter().position(|(m, _)| text.starts_with(m.as_str()))
+    }
+}
+
+fn marker_char(k: usize) -> char {
+    // In range by the check in `from_file`.
+    char::from_u32(MARKER_BASE + k as u32).unwrap_or(ESCAPE)
+}

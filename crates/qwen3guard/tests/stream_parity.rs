@@ -1,0 +1,134 @@
+//! Stream against the reference: query-head and per-position response-head probabilities,
+//! and the invariance of streaming (token by token = chunks of 16 = all at once).
+
+mod common;
+
+use common::{assert_close, conversation, fixture, reference};
+use qwen3guard::stream::StreamReport;
+use qwen3guard::{Checkpoint, Message, StreamGuard};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct HeadProbs {
+    risk_probs: Vec<f32>,
+    category_probs: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct ResponseProbs {
+    risk_probs: Vec<Vec<f32>>,
+    category_probs: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    messages: Vec<Message>,
+    token_ids: Vec<u32>,
+    user_end_index: usize,
+    query: HeadProbs,
+    response: ResponseProbs,
+}
+
+fn guard(name: &str) -> StreamGuard {
+    StreamGuard::load(&Checkpoint::open(&fixture(name)).unwrap(), &Default::default()).unwrap()
+}
+
+/// Runs a case's whole conversation through a session in `chunk`-sized appends and returns
+/// every appended position's (risk probs in label order, category probs).
+fn run_session(guard: &StreamGuard, case: &Case, chunk: usize) -> (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let exchange = guard.render_exchange(&conversation(&case.messages)).unwrap();
+    let mut session = guard.open_exchange(&exchange).unwrap();
+    let p = session.prompt_verdict();
+    let query = vec![p.risk_probs.safe, p.risk_probs.unsafe_, p.risk_probs.controversial];
+    let mut query_full = query.clone();
+    query_full.extend(&p.category_probs);
+    for piece in exchange.response_ids().chunks(chunk) {
+        session.append(piece).unwrap();
+    }
+    let risks = session
+        .tokens()
+        .iter()
+        .map(|t| vec![t.risk_probs.safe, t.risk_probs.unsafe_, t.risk_probs.controversial])
+        .collect();
+    let cats = session.tokens().iter().map(|t| t.category_probs.clone()).collect();
+    (query_full, risks, cats)
+}
+
+fn check_parity(name: &str) {
+    let guard = guard(name);
+    let cases: Vec<Case> = reference(name);
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        let label = format!("{name}/{}", case.name);
+        let (query, risks, cats) = run_session(&guard, case, 1);
+        let mut expected_query = case.query.risk_probs.clone();
+        expected_query.extend(&case.query.category_probs);
+        assert_close(&format!("{label}: query heads"), &query, &expected_query);
+        assert_eq!(
+            risks.len(),
+            case.token_ids.len() - case.user_end_index - 1,
+            "{label}: positions"
+        );
+        assert_eq!(risks.len(), case.response.risk_probs.len(), "{label}: reference positions");
+        for (i, (ours, theirs)) in risks.iter().zip(&case.response.risk_probs).enumerate() {
+            assert_close(&format!("{label}: risk at +{i}"), ours, theirs);
+        }
+        for (i, (ours, theirs)) in cats.iter().zip(&case.response.category_probs).enumerate() {
+            assert_close(&format!("{label}: category at +{i}"), ours, theirs);
+        }
+    }
+}
+
+#[test]
+fn random_stream_checkpoint_matches_reference() {
+    check_parity("stream");
+}
+
+#[test]
+fn constructed_stream_checkpoint_matches_reference() {
+    check_parity("stream-constructed");
+}
+
+/// Token by token, chunks of 16 and everything at once give the same probabilities.
+#[test]
+fn streaming_is_invariant_to_chunking() {
+    let guard = guard("stream");
+    let cases: Vec<Case> = reference("stream");
+    let long = cases
+        .iter()
+        .max_by_key(|c| c.token_ids.len())
+        .expect("cases exist");
+    assert!(long.token_ids.len() > 100, "need a long case");
+    let (q1, r1, c1) = run_session(&guard, long, 1);
+    for chunk in [16, long.token_ids.len()] {
+        let (q, r, c) = run_session(&guard, long, chunk);
+        assert_close("query", &q, &q1);
+        assert_eq!(r.len(), r1.len());
+        for (i, (a, b)) in r.iter().zip(&r1).enumerate() {
+            assert_close(&format!("chunk {chunk}: risk at +{i}"), a, b);
+        }
+        for (i, (a, b)) in c.iter().zip(&c1).enumerate() {
+            assert_close(&format!("chunk {chunk}: category at +{i}"), a, b);
+        }
+    }
+}
+
+/// The report's own fields agree between chunkings too (levels, verdict, flagged position).
+#[test]
+fn reports_are_identical_across_chunkings() {
+    let guard = guard("stream-constructed");
+    let conv = qwen3guard::Conversation::from_prompt(
+        "Tell me about chemistry",
+        Some("First you take the bomb and then kill the poison with a vote"),
+    );
+    let levels = |r: &StreamReport| -> Vec<_> { r.tokens.iter().map(|t| t.risk_level).collect() };
+    let one = guard.moderate(&conv, 1).unwrap();
+    for chunk in [3, 16, 0] {
+        let other = guard.moderate(&conv, chunk).unwrap();
+        assert_eq!(levels(&one), levels(&other), "chunk {chunk}");
+        assert_eq!(one.response_start_index, other.response_start_index);
+        let (a, b) = (one.response.as_ref().unwrap(), other.response.as_ref().unwrap());
+        assert_eq!((a.risk_level, a.flagged_at), (b.risk_level, b.flagged_at));
+    }
+}
