@@ -15,7 +15,12 @@ pub struct ModelArgs {
     pub model: Option<String>,
 
     /// Precision of weights and activations: f32 (the reference's) or bf16.
-    #[arg(long, default_value = "f32", value_name = "f32|bf16", env = "QWEN3GUARD_DTYPE")]
+    #[arg(
+        long,
+        default_value = "f32",
+        value_name = "f32|bf16",
+        env = "QWEN3GUARD_DTYPE"
+    )]
     pub dtype: Precision,
 }
 
@@ -38,7 +43,11 @@ impl ModelArgs {
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// The user's message.
-    #[arg(long, conflicts_with = "messages", required_unless_present = "messages")]
+    #[arg(
+        long,
+        conflicts_with = "messages",
+        required_unless_present = "messages"
+    )]
     pub prompt: Option<String>,
 
     /// The assistant's answer to judge (response moderation).

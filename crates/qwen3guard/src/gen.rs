@@ -118,7 +118,11 @@ impl GenGuard {
                 ))),
             }
         };
-        let label_ids = [label_id("Safe")?, label_id("Unsafe")?, label_id("Controversial")?];
+        let label_ids = [
+            label_id("Safe")?,
+            label_id("Unsafe")?,
+            label_id("Controversial")?,
+        ];
         Ok(GenGuard {
             model: Arc::new(GenModel {
                 backbone,
@@ -144,7 +148,11 @@ impl GenGuard {
     }
 
     /// Moderates the last message of `conversation`.
-    pub fn moderate(&self, conversation: &Conversation, options: &GenOptions) -> Result<GenVerdict> {
+    pub fn moderate(
+        &self,
+        conversation: &Conversation,
+        options: &GenOptions,
+    ) -> Result<GenVerdict> {
         let m = &*self.model;
         let prompt = self.render(conversation)?;
         let max = m.backbone.config().max_position_embeddings;
@@ -216,7 +224,9 @@ impl GenModel {
     /// Softmax over the full vocabulary, then renormalised over the three labels, equals a
     /// softmax over the three labels' logits; that is what is computed.
     fn label_scores(&self, logits: &[f32]) -> Scores {
-        let l = self.label_ids.map(|id| logits.get(id as usize).copied().unwrap_or(f32::MIN));
+        let l = self
+            .label_ids
+            .map(|id| logits.get(id as usize).copied().unwrap_or(f32::MIN));
         let max = l.iter().copied().fold(f32::MIN, f32::max);
         let e = l.map(|x| ((x - max) as f64).exp());
         let sum: f64 = e.iter().sum();
@@ -229,7 +239,9 @@ impl GenModel {
 }
 
 fn last_row(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?)
 }
 
 /// Index of the largest logit; the first one on ties, as `torch.argmax` does.

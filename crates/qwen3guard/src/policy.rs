@@ -144,8 +144,12 @@ mod tests {
     fn non_violent_is_not_violent() {
         let v = parse_gen_output("Safety: Unsafe\nCategories: Non-violent Illegal Acts");
         assert_eq!(v.categories, vec!["Non-violent Illegal Acts"]);
-        let v = parse_gen_output("Safety: Unsafe\nCategories: Non-violent Illegal Acts, Violent, PII");
-        assert_eq!(v.categories, vec!["Non-violent Illegal Acts", "Violent", "PII"]);
+        let v =
+            parse_gen_output("Safety: Unsafe\nCategories: Non-violent Illegal Acts, Violent, PII");
+        assert_eq!(
+            v.categories,
+            vec!["Non-violent Illegal Acts", "Violent", "PII"]
+        );
     }
 
     #[test]
@@ -154,7 +158,9 @@ mod tests {
         assert_eq!(v.safety, Some(Severity::Safe));
         assert!(v.categories.is_empty());
         assert_eq!(v.refusal, Some(true));
-        let v = parse_gen_output("Safety: Controversial\nCategories: Politically Sensitive Topics\nRefusal: No");
+        let v = parse_gen_output(
+            "Safety: Controversial\nCategories: Politically Sensitive Topics\nRefusal: No",
+        );
         assert_eq!(v.safety, Some(Severity::Controversial));
         assert_eq!(v.refusal, Some(false));
     }

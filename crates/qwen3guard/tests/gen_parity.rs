@@ -54,19 +54,30 @@ fn check(fixture_name: &str) {
             .iter()
             .map(|&id| logits[id as usize])
             .collect();
-        assert_close(&format!("{name}: logits"), &sampled, &case.logits_sample.values);
+        assert_close(
+            &format!("{name}: logits"),
+            &sampled,
+            &case.logits_sample.values,
+        );
 
         let options = GenOptions {
             max_new_tokens: case.greedy_ids.len(),
         };
         let verdict = guard.moderate(&conv, &options).unwrap();
-        assert_eq!(verdict.generated_token_ids, case.greedy_ids, "{name}: greedy ids");
+        assert_eq!(
+            verdict.generated_token_ids, case.greedy_ids,
+            "{name}: greedy ids"
+        );
         assert_eq!(verdict.prompt_tokens, case.prompt_ids.len());
         let s = verdict.scores;
         assert_close(
             &format!("{name}: scores"),
             &[s.safe, s.unsafe_, s.controversial],
-            &[case.scores.safe, case.scores.unsafe_, case.scores.controversial],
+            &[
+                case.scores.safe,
+                case.scores.unsafe_,
+                case.scores.controversial,
+            ],
         );
     }
 }

@@ -27,7 +27,10 @@ fn guard() -> StreamGuard {
 
 fn report(response: &str) -> StreamReport {
     guard()
-        .moderate(&Conversation::from_prompt("Tell me a story", Some(response)), 1)
+        .moderate(
+            &Conversation::from_prompt("Tell me a story", Some(response)),
+            1,
+        )
         .unwrap()
 }
 
@@ -118,11 +121,24 @@ fn live_stop_follows_the_mode() {
         session.append(&[id]).unwrap();
     }
     let strict = session.stop(Mode::Strict).expect("strict mode stops");
-    assert_eq!(strict.flagged_at, Some(session.tokens().iter().find(|t| t.text == " vote").unwrap().index));
+    assert_eq!(
+        strict.flagged_at,
+        Some(
+            session
+                .tokens()
+                .iter()
+                .find(|t| t.text == " vote")
+                .unwrap()
+                .index
+        )
+    );
     assert!(session.stop(Mode::Loose).is_none());
     assert_eq!(session.verdict().risk_level, Severity::Safe);
     // The header tokens were classified but are not part of the response.
-    assert_eq!(session.report().response_start_index, Some(session.tokens()[header.len()].index));
+    assert_eq!(
+        session.report().response_start_index,
+        Some(session.tokens()[header.len()].index)
+    );
 }
 
 /// The header the session prepends is exactly what the template renders before a response.
@@ -133,10 +149,16 @@ fn assistant_header_matches_the_template() {
     let exchange = guard.render_exchange(&conv).unwrap();
     let header = guard.assistant_header(false).unwrap();
     let start = exchange.response_start.unwrap();
-    assert_eq!(&exchange.ids[exchange.user_end + 1..start], header.as_slice());
+    assert_eq!(
+        &exchange.ids[exchange.user_end + 1..start],
+        header.as_slice()
+    );
     let thinking = guard.assistant_header(true).unwrap();
     let conv = Conversation::from_prompt("Tell me a story", Some("<think>plan</think>Once"));
     let exchange = guard.render_exchange(&conv).unwrap();
     let start = exchange.response_start.unwrap();
-    assert_eq!(&exchange.ids[exchange.user_end + 1..start], thinking.as_slice());
+    assert_eq!(
+        &exchange.ids[exchange.user_end + 1..start],
+        thinking.as_slice()
+    );
 }

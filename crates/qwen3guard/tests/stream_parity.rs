@@ -31,16 +31,30 @@ struct Case {
 }
 
 fn guard(name: &str) -> StreamGuard {
-    StreamGuard::load(&Checkpoint::open(&fixture(name)).unwrap(), &Default::default()).unwrap()
+    StreamGuard::load(
+        &Checkpoint::open(&fixture(name)).unwrap(),
+        &Default::default(),
+    )
+    .unwrap()
 }
 
 /// Runs a case's whole conversation through a session in `chunk`-sized appends and returns
 /// every appended position's (risk probs in label order, category probs).
-fn run_session(guard: &StreamGuard, case: &Case, chunk: usize) -> (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let exchange = guard.render_exchange(&conversation(&case.messages)).unwrap();
+fn run_session(
+    guard: &StreamGuard,
+    case: &Case,
+    chunk: usize,
+) -> (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let exchange = guard
+        .render_exchange(&conversation(&case.messages))
+        .unwrap();
     let mut session = guard.open_exchange(&exchange).unwrap();
     let p = session.prompt_verdict();
-    let query = vec![p.risk_probs.safe, p.risk_probs.unsafe_, p.risk_probs.controversial];
+    let query = vec![
+        p.risk_probs.safe,
+        p.risk_probs.unsafe_,
+        p.risk_probs.controversial,
+    ];
     let mut query_full = query.clone();
     query_full.extend(&p.category_probs);
     for piece in exchange.response_ids().chunks(chunk) {
@@ -49,9 +63,19 @@ fn run_session(guard: &StreamGuard, case: &Case, chunk: usize) -> (Vec<f32>, Vec
     let risks = session
         .tokens()
         .iter()
-        .map(|t| vec![t.risk_probs.safe, t.risk_probs.unsafe_, t.risk_probs.controversial])
+        .map(|t| {
+            vec![
+                t.risk_probs.safe,
+                t.risk_probs.unsafe_,
+                t.risk_probs.controversial,
+            ]
+        })
         .collect();
-    let cats = session.tokens().iter().map(|t| t.category_probs.clone()).collect();
+    let cats = session
+        .tokens()
+        .iter()
+        .map(|t| t.category_probs.clone())
+        .collect();
     (query_full, risks, cats)
 }
 
@@ -70,7 +94,11 @@ fn check_parity(name: &str) {
             case.token_ids.len() - case.user_end_index - 1,
             "{label}: positions"
         );
-        assert_eq!(risks.len(), case.response.risk_probs.len(), "{label}: reference positions");
+        assert_eq!(
+            risks.len(),
+            case.response.risk_probs.len(),
+            "{label}: reference positions"
+        );
         for (i, (ours, theirs)) in risks.iter().zip(&case.response.risk_probs).enumerate() {
             assert_close(&format!("{label}: risk at +{i}"), ours, theirs);
         }
@@ -128,7 +156,10 @@ fn reports_are_identical_across_chunkings() {
         let other = guard.moderate(&conv, chunk).unwrap();
         assert_eq!(levels(&one), levels(&other), "chunk {chunk}");
         assert_eq!(one.response_start_index, other.response_start_index);
-        let (a, b) = (one.response.as_ref().unwrap(), other.response.as_ref().unwrap());
+        let (a, b) = (
+            one.response.as_ref().unwrap(),
+            other.response.as_ref().unwrap(),
+        );
         assert_eq!((a.risk_level, a.flagged_at), (b.risk_level, b.flagged_at));
     }
 }

@@ -310,7 +310,13 @@ fn label_map(value: Option<&Value>, key: &str, path: &Path) -> Result<LabelMap> 
             .ok()
             .filter(|&i| i < labels.len())
             .ok_or_else(|| {
-                Error::config(path, format!("`{key}` has a key {index:?} that is not an index 0..{}", labels.len()))
+                Error::config(
+                    path,
+                    format!(
+                        "`{key}` has a key {index:?} that is not an index 0..{}",
+                        labels.len()
+                    ),
+                )
             })?;
         let label = label
             .as_str()

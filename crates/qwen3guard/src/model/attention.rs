@@ -58,7 +58,10 @@ impl Attention {
         //    -> (B, H, L, D).
         let q = self.q_proj.forward(x)?.reshape((b, len, self.heads, d))?;
         let q = self.q_norm.forward(&q)?.transpose(1, 2)?;
-        let k = self.k_proj.forward(x)?.reshape((b, len, self.kv_heads, d))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, len, self.kv_heads, d))?;
         let k = self.k_norm.forward(&k)?.transpose(1, 2)?;
         let v = self
             .v_proj

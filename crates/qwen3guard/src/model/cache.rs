@@ -145,7 +145,11 @@ mod tests {
             assert_eq!(keys.dims(), &[1, 2, step as usize + 1, 4]);
             assert_eq!(values.dims(), keys.dims());
             all.push(step as f32);
-            let seen: Vec<f32> = keys.narrow(1, 0, 1)?.narrow(3, 0, 1)?.flatten_all()?.to_vec1()?;
+            let seen: Vec<f32> = keys
+                .narrow(1, 0, 1)?
+                .narrow(3, 0, 1)?
+                .flatten_all()?
+                .to_vec1()?;
             assert_eq!(seen, all);
         }
         assert_eq!(cache.len(), 70);

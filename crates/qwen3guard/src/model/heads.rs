@@ -67,14 +67,24 @@ impl ClassifierHead {
             categories,
         } = spec;
         Ok(ClassifierHead {
-            pre: linear(weights, &format!("{prefix}risk_level_category_pre"), hidden, inner)?,
+            pre: linear(
+                weights,
+                &format!("{prefix}risk_level_category_pre"),
+                hidden,
+                inner,
+            )?,
             norm: RmsNorm::new(
                 weights,
                 &format!("{prefix}risk_level_category_layernorm"),
                 inner,
                 eps,
             )?,
-            risk: linear(weights, &format!("{prefix}risk_level_head"), inner, risk_levels)?,
+            risk: linear(
+                weights,
+                &format!("{prefix}risk_level_head"),
+                inner,
+                risk_levels,
+            )?,
             category: linear(weights, category_name, inner, categories)?,
         })
     }

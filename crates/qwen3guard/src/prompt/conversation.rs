@@ -79,11 +79,7 @@ impl Conversation {
                 "the last message must be from the user or the assistant, not the system".into(),
             ));
         }
-        if let Some(i) = messages
-            .iter()
-            .skip(1)
-            .position(|m| m.role == Role::System)
-        {
+        if let Some(i) = messages.iter().skip(1).position(|m| m.role == Role::System) {
             return Err(Error::Conversation(format!(
                 "message {} has role system; a system message is only allowed first",
                 i + 1

@@ -107,7 +107,10 @@ impl PromptTokenizer {
             }
             match chars.next() {
                 Some(ESCAPE) => out.push(ESCAPE),
-                Some(m) => match self.markers.get((m as u32).wrapping_sub(MARKER_BASE) as usize) {
+                Some(m) => match self
+                    .markers
+                    .get((m as u32).wrapping_sub(MARKER_BASE) as usize)
+                {
                     Some((marker, _)) => out.push_str(marker),
                     None => {
                         out.push(ESCAPE);
@@ -175,7 +178,9 @@ impl PromptTokenizer {
         if !self.marker_starts[first as usize] {
             return None;
         }
-        self.markers.iter().position(|(m, _)| text.starts_with(m.as_str()))
+        self.markers
+            .iter()
+            .position(|(m, _)| text.starts_with(m.as_str()))
     }
 }
 

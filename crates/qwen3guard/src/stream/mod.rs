@@ -127,7 +127,8 @@ impl StreamGuard {
             enable_thinking: Some(false),
         };
         let ids = m.prompter.render(conversation, options)?.token_ids;
-        let starts_turn = |i: usize, role: u32| ids[i] == m.im_start && ids.get(i + 1) == Some(&role);
+        let starts_turn =
+            |i: usize, role: u32| ids[i] == m.im_start && ids.get(i + 1) == Some(&role);
         let user_start = (0..ids.len())
             .rev()
             .find(|&i| starts_turn(i, m.user_id))
@@ -277,5 +278,9 @@ fn severity_rows(map: &LabelMap, key: &str) -> Result<[usize; 3]> {
             map.len()
         )));
     }
-    Ok([row(Severity::Safe)?, row(Severity::Unsafe)?, row(Severity::Controversial)?])
+    Ok([
+        row(Severity::Safe)?,
+        row(Severity::Unsafe)?,
+        row(Severity::Controversial)?,
+    ])
 }

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::model::{HeadOutput, KvCache};
 use crate::policy::{Mode, Severity};
 use crate::stream::debounce::{Debouncer, Trigger};
-use crate::stream::verdict::{PromptVerdict, ResponseVerdict, RiskProbs, StreamReport, TokenVerdict};
+use crate::stream::verdict::{
+    PromptVerdict, ResponseVerdict, RiskProbs, StreamReport, TokenVerdict,
+};
 use crate::stream::StreamModel;
 
 /// A conversation's cache and verdicts. Owns no global state: any number of sessions can
@@ -21,6 +23,17 @@ pub struct StreamSession {
     response_start: usize,
     tokens: Vec<TokenVerdict>,
     debouncer: Debouncer,
+}
+
+impl std::fmt::Debug for StreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSession")
+            .field("position", &self.position())
+            .field("response_start", &self.response_start)
+            .field("prompt", &self.prompt.risk_level)
+            .field("verdict", &self.debouncer.official())
+            .finish()
+    }
 }
 
 impl StreamSession {

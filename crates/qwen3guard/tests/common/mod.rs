@@ -42,3 +42,40 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32]) {
         "{what}: max abs difference {worst} exceeds {TOLERANCE}\n  ours: {a:?}\n  ref:  {b:?}"
     );
 }
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh empty directory named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("qwen3guard-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// A copy of fixture `name` (files only) in a fresh directory.
+    pub fn copy_of(name: &str) -> Self {
+        let scratch = Scratch::new(name);
+        for entry in std::fs::read_dir(fixture(name)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), scratch.0.join(entry.file_name())).unwrap();
+        }
+        scratch
+    }
+
+    /// Path of `file` inside.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
