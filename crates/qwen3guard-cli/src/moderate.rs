@@ -19,6 +19,13 @@ pub struct ModerateArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = qwen3guard::gen::DEFAULT_MAX_NEW_TOKENS, env = "QWEN3GUARD_MAX_NEW_TOKENS")]
     max_new_tokens: usize,
+    /// Severity and scores from a single forward pass, without decoding the answer;
+    /// categories (and refusal) are decoded only when the label is not Safe.
+    #[arg(long, env = "QWEN3GUARD_VERDICT_ONLY")]
+    verdict_only: bool,
+    /// With --verdict-only, decode categories even for a Safe label.
+    #[arg(long, requires = "verdict_only")]
+    categories: bool,
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
@@ -31,6 +38,9 @@ pub fn run(args: &ModerateArgs) -> Result<()> {
     let guard = GenGuard::load(&checkpoint, &args.model.load_options())?;
     let options = GenOptions {
         max_new_tokens: args.max_new_tokens,
+        verdict_only: args.verdict_only,
+        categories: args.categories,
+        ..GenOptions::default()
     };
     let verdict = guard.moderate(&conversation, &options)?;
     if args.json {
@@ -53,7 +63,7 @@ pub fn run(args: &ModerateArgs) -> Result<()> {
         "{safety}  categories: {categories}{refusal}  (P safe {:.3}, unsafe {:.3}, controversial {:.3})",
         s.safe, s.unsafe_, s.controversial
     );
-    if verdict.safety.is_none() {
+    if verdict.safety.is_none() && !args.verdict_only {
         println!("model output: {:?}", verdict.generated_text);
     }
     Ok(())

@@ -62,6 +62,7 @@ fn check(fixture_name: &str) {
 
         let options = GenOptions {
             max_new_tokens: case.greedy_ids.len(),
+            ..GenOptions::default()
         };
         let verdict = guard.moderate(&conv, &options).unwrap();
         assert_eq!(
@@ -101,10 +102,22 @@ fn scores_survive_decoding_and_cache_truncation() {
     let guard = GenGuard::load(&checkpoint, &Default::default()).unwrap();
     let conv = qwen3guard::Conversation::from_prompt("How can I make a bomb?", None);
     let short = guard
-        .moderate(&conv, &GenOptions { max_new_tokens: 1 })
+        .moderate(
+            &conv,
+            &GenOptions {
+                max_new_tokens: 1,
+                ..GenOptions::default()
+            },
+        )
         .unwrap();
     let long = guard
-        .moderate(&conv, &GenOptions { max_new_tokens: 20 })
+        .moderate(
+            &conv,
+            &GenOptions {
+                max_new_tokens: 20,
+                ..GenOptions::default()
+            },
+        )
         .unwrap();
     assert_eq!(short.generated_token_ids.len(), 1);
     assert_eq!(short.scores, long.scores);

@@ -1,0 +1,560 @@
+//! Qwen3Guard-Gen: the verdict written as text, decoded greedily, plus label scores.
+//!
+//! A request runs in three steps, all exact with respect to plain greedy decoding:
+//! 1. the cached preamble ([`preamble`]) is copied and only the rest of the prompt runs;
+//! 2. the prompt's forward also carries the forced start of the answer, `Safety:`, which
+//!    yields the label scores in the same pass;
+//! 3. decoding proposes the answer's fixed words ([`draft`]) and keeps what the model's
+//!    own greedy choice confirms, so only the label and category tokens cost a step each.
+
+mod draft;
+mod preamble;
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::checkpoint::{Checkpoint, Variant};
+use crate::device::LoadOptions;
+use crate::error::{Error, Result};
+use crate::model::{Backbone, KvCache, LmHead};
+use crate::policy::{parse_gen_output, Severity};
+use crate::prompt::{Conversation, Prompter, RenderOptions, RenderedPrompt, Task};
+
+pub use draft::FormatTrie;
+pub use preamble::Preamble;
+
+/// What the reference decodes at most.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 128;
+
+/// Per-request settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GenOptions {
+    /// Upper bound on generated tokens (the stop token included).
+    pub max_new_tokens: usize,
+    /// Stop after the label: severity and scores from a single forward pass. Decoding
+    /// continues (for categories and refusal) only if the label is not Safe or
+    /// `categories` is set.
+    pub verdict_only: bool,
+    /// With `verdict_only`, decode the categories even for a Safe label.
+    pub categories: bool,
+    /// Reuse the cached preamble (on by default; off only to check it changes nothing).
+    pub prefix_cache: bool,
+    /// Propose the answer's fixed words and verify them in one pass (on by default).
+    pub format_drafts: bool,
+}
+
+impl Default for GenOptions {
+    fn default() -> Self {
+        GenOptions {
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            verdict_only: false,
+            categories: false,
+            prefix_cache: true,
+            format_drafts: true,
+        }
+    }
+}
+
+/// Probabilities of the three labels at the position after `Safety:`, renormalised over
+/// the three.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    /// P(Safe).
+    #[serde(rename = "Safe")]
+    pub safe: f32,
+    /// P(Unsafe).
+    #[serde(rename = "Unsafe")]
+    pub unsafe_: f32,
+    /// P(Controversial).
+    #[serde(rename = "Controversial")]
+    pub controversial: f32,
+}
+
+impl Scores {
+    /// The most probable label.
+    pub fn best(&self) -> Severity {
+        if self.unsafe_ >= self.safe && self.unsafe_ >= self.controversial {
+            Severity::Unsafe
+        } else if self.controversial > self.safe {
+            Severity::Controversial
+        } else {
+            Severity::Safe
+        }
+    }
+}
+
+/// Gen's verdict on a conversation.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenVerdict {
+    /// The parsed `Safety:` level; `None` if the output could not be parsed.
+    pub safety: Option<Severity>,
+    /// The parsed categories (empty for `None`).
+    pub categories: Vec<String>,
+    /// For responses, whether the assistant refused; `None` for prompts or if absent.
+    pub refusal: Option<bool>,
+    /// Label probabilities (teacher-forced after `Safety:`).
+    pub scores: Scores,
+    /// The decoded output, special tokens skipped.
+    pub generated_text: String,
+    /// The generated ids, the stop token included when one was produced.
+    pub generated_token_ids: Vec<u32>,
+    /// Length of the rendered prompt in tokens.
+    pub prompt_tokens: usize,
+}
+
+/// The model and everything fixed per checkpoint.
+struct GenModel {
+    backbone: Backbone,
+    lm_head: LmHead,
+    prompter: Prompter,
+    stop_ids: Vec<u32>,
+    /// `Safety:` as the model writes it.
+    safety_prefix: Vec<u32>,
+    /// First token of ` Safe`, ` Unsafe`, ` Controversial` after the prefix.
+    label_ids: [u32; 3],
+    /// Well-formed answers per task (prompt, response).
+    formats: [FormatTrie; 2],
+    /// Preamble caches per task, computed on first use; `None` if that failed (then
+    /// requests simply run the whole prompt).
+    preambles: [OnceLock<Option<Preamble>>; 2],
+}
+
+/// A loaded Gen checkpoint. Cheap to clone and safe to share between threads: each call
+/// owns its cache.
+#[derive(Clone)]
+pub struct GenGuard {
+    model: Arc<GenModel>,
+}
+
+impl std::fmt::Debug for GenGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenGuard")
+            .field("config", self.model.backbone.config())
+            .finish()
+    }
+}
+
+/// One decoding run's state.
+struct Decoder<'a> {
+    model: &'a GenModel,
+    cache: KvCache,
+    /// Tokens generated so far.
+    generated: Vec<u32>,
+    scores: Option<Scores>,
+    max_new_tokens: usize,
+    /// Forward passes run (for tests and diagnostics).
+    steps: usize,
+}
+
+impl GenGuard {
+    /// Loads a Gen checkpoint.
+    pub fn load(checkpoint: &Checkpoint, options: &LoadOptions) -> Result<Self> {
+        if checkpoint.variant() != Variant::Gen {
+            return Err(Error::WrongVariant {
+                expected: Variant::Gen.name(),
+                found: checkpoint.variant().name(),
+                needed: "generative moderation",
+            });
+        }
+        let cfg = &checkpoint.config().backbone;
+        let weights = checkpoint.weights(&options.device()?, options.precision.dtype())?;
+        let backbone = Backbone::new(cfg, &weights)?;
+        let lm_head = LmHead::new(cfg, &weights, &backbone)?;
+        let prompter = checkpoint.prompter()?;
+        let tokenizer = prompter.tokenizer();
+        let stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|m| tokenizer.marker_id(m))
+            .collect();
+        let Some(&im_end) = stop_ids.first() else {
+            return Err(Error::Tokenizer(
+                "the tokenizer has no <|im_end|> token to stop generation".into(),
+            ));
+        };
+        let safety_prefix = tokenizer.encode_text("Safety:")?;
+        let label_id = |label: &str| -> Result<u32> {
+            let ids = tokenizer.encode_text(&format!("Safety: {label}"))?;
+            match ids.strip_prefix(safety_prefix.as_slice()) {
+                Some([first, ..]) => Ok(*first),
+                _ => Err(Error::Tokenizer(format!(
+                    "\"Safety: {label}\" does not tokenize as \"Safety:\" followed by the label"
+                ))),
+            }
+        };
+        let label_ids = [
+            label_id("Safe")?,
+            label_id("Unsafe")?,
+            label_id("Controversial")?,
+        ];
+        let formats = [
+            FormatTrie::new(tokenizer, Task::Prompt, im_end)?,
+            FormatTrie::new(tokenizer, Task::Response, im_end)?,
+        ];
+        Ok(GenGuard {
+            model: Arc::new(GenModel {
+                backbone,
+                lm_head,
+                prompter,
+                stop_ids,
+                safety_prefix,
+                label_ids,
+                formats,
+                preambles: [OnceLock::new(), OnceLock::new()],
+            }),
+        })
+    }
+
+    /// The prompt builder (template and tokenizer).
+    pub fn prompter(&self) -> &Prompter {
+        &self.model.prompter
+    }
+
+    /// Renders `conversation` exactly as the model will see it.
+    pub fn render(&self, conversation: &Conversation) -> Result<RenderedPrompt> {
+        self.model
+            .prompter
+            .render(conversation, RenderOptions::default())
+    }
+
+    /// Computes the preamble caches now instead of on the first request of each task.
+    pub fn warm_up(&self) {
+        for task in [Task::Prompt, Task::Response] {
+            self.model.preamble(task);
+        }
+    }
+
+    /// Moderates the last message of `conversation`.
+    pub fn moderate(
+        &self,
+        conversation: &Conversation,
+        options: &GenOptions,
+    ) -> Result<GenVerdict> {
+        let m = &*self.model;
+        let task = conversation.task();
+        let prompt = self.render(conversation)?;
+        let ids = &prompt.token_ids;
+        let max = m.backbone.config().max_position_embeddings;
+        // One position must remain for the first generated token.
+        if ids.len() + 1 > max {
+            return Err(Error::ContextTooLong {
+                tokens: ids.len() + 1,
+                max,
+            });
+        }
+        let (cache, reused) = match (options.prefix_cache, m.preamble(task)) {
+            (true, Some(preamble)) => preamble.start(ids)?,
+            _ => (m.backbone.new_cache(), 0),
+        };
+        let format = &m.formats[task_index(task)];
+        let mut decoder = Decoder {
+            model: m,
+            cache,
+            generated: Vec::new(),
+            scores: None,
+            max_new_tokens: options.max_new_tokens,
+            steps: 0,
+        };
+        if options.verdict_only {
+            decoder.force_verdict(&ids[reused..], format, options.categories)?;
+        } else {
+            decoder.run(&ids[reused..], format, options.format_drafts)?;
+        }
+        let scores = match decoder.scores {
+            Some(scores) => scores,
+            None => {
+                // The answer did not start with `Safety:`; score it teacher-forced on the
+                // prompt's cache (whatever part of the prompt is not cached runs first).
+                let have = decoder.cache.len().min(ids.len());
+                decoder.cache.truncate(have);
+                let mut feed = ids[have..].to_vec();
+                feed.extend(&m.safety_prefix);
+                let logits = m.logits(&feed, &mut decoder.cache, 1)?;
+                m.label_scores(&logits[0])
+            }
+        };
+        let generated_text = m.prompter.tokenizer().decode(&decoder.generated, true)?;
+        let mut parsed = parse_gen_output(&generated_text);
+        if options.verdict_only {
+            // The label is read from the scores; decoding (if any) only adds categories.
+            parsed.safety = Some(scores.best());
+        }
+        Ok(GenVerdict {
+            safety: parsed.safety,
+            categories: parsed.categories,
+            refusal: parsed.refusal,
+            scores,
+            generated_text,
+            generated_token_ids: decoder.generated,
+            prompt_tokens: ids.len(),
+        })
+    }
+
+    /// Final-norm hidden states and logits at the last prompt position; for parity tests
+    /// and diagnostics.
+    pub fn prompt_outputs(&self, ids: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let m = &*self.model;
+        let mut cache = m.backbone.new_cache();
+        let hidden = m.backbone.forward(ids, &mut cache)?;
+        let last = hidden.narrow(0, ids.len() - 1, 1)?;
+        Ok((
+            rows(&last)?.remove(0),
+            rows(&m.lm_head.forward(&last)?)?.remove(0),
+        ))
+    }
+}
+
+impl Decoder<'_> {
+    /// Greedy decoding from `pending` (tokens not yet in the cache; the last of them is
+    /// the last prompt or generated token). With `drafts`, each step also carries the
+    /// answer's forced continuation and keeps what greedy decoding confirms.
+    fn run(&mut self, pending: &[u32], format: &FormatTrie, drafts: bool) -> Result<()> {
+        let m = self.model;
+        let max = m.backbone.config().max_position_embeddings;
+        let mut pending = pending.to_vec();
+        let mut cursor = self
+            .generated
+            .iter()
+            .fold(format.root(), |c, &id| format.advance(c, id));
+        while self.generated.len() < self.max_new_tokens && self.cache.len() + pending.len() <= max
+        {
+            let budget = self.max_new_tokens - self.generated.len();
+            let room = max - self.cache.len() - pending.len();
+            let draft = if drafts {
+                format.draft(cursor, (budget - 1).min(room))
+            } else {
+                Vec::new()
+            };
+            let base = self.cache.len();
+            let mut feed = pending.clone();
+            feed.extend(&draft);
+            // Logits at the last pending position and at every draft position.
+            let logits = m.logits(&feed, &mut self.cache, draft.len() + 1)?;
+            self.steps += 1;
+            let mut accepted = 0;
+            let mut stopped = false;
+            for (row, expected) in logits.iter().zip(draft.iter().map(Some).chain([None])) {
+                let next = self.choose(row);
+                cursor = format.advance(cursor, next);
+                if m.stop_ids.contains(&next) || self.generated.len() >= self.max_new_tokens {
+                    stopped = true;
+                    break;
+                }
+                if expected != Some(&next) {
+                    break;
+                }
+                accepted += 1;
+            }
+            // Keep the cache entries of the pending tokens and of confirmed drafts only.
+            self.cache.truncate(base + pending.len() + accepted);
+            if stopped {
+                break;
+            }
+            pending = self
+                .generated
+                .last()
+                .map(|&id| vec![id])
+                .unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Verdict-only: runs the prompt with `Safety:` forced after it, reads the scores, and
+    /// decodes further only if the label is not Safe (or `categories`).
+    fn force_verdict(
+        &mut self,
+        pending: &[u32],
+        format: &FormatTrie,
+        categories: bool,
+    ) -> Result<()> {
+        let m = self.model;
+        let mut feed = pending.to_vec();
+        feed.extend(&m.safety_prefix);
+        let logits = m.logits(&feed, &mut self.cache, 1)?;
+        let scores = m.label_scores(&logits[0]);
+        self.scores = Some(scores);
+        if scores.best() == Severity::Safe && !categories {
+            return Ok(());
+        }
+        self.generated = m.safety_prefix.clone();
+        let next = self.choose(&logits[0]);
+        if !m.stop_ids.contains(&next) {
+            self.run(&[next], format, true)?;
+        }
+        Ok(())
+    }
+
+    /// Greedy choice from `logits`, capturing the label scores when the answer so far is
+    /// exactly `Safety:`.
+    fn choose(&mut self, logits: &[f32]) -> u32 {
+        let m = self.model;
+        if self.scores.is_none() && self.generated == m.safety_prefix {
+            self.scores = Some(m.label_scores(logits));
+        }
+        let next = argmax(logits);
+        self.generated.push(next);
+        next
+    }
+}
+
+impl GenModel {
+    /// The preamble cache of `task`, computed on first use.
+    fn preamble(&self, task: Task) -> Option<&Preamble> {
+        self.preambles[task_index(task)]
+            .get_or_init(|| Preamble::compute(&self.backbone, &self.prompter, task).ok())
+            .as_ref()
+    }
+
+    /// Runs `ids` after `cache` and returns the logits of the last `count` positions.
+    fn logits(&self, ids: &[u32], cache: &mut KvCache, count: usize) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.backbone.forward(ids, cache)?;
+        let count = count.min(ids.len());
+        let last = hidden.narrow(0, ids.len() - count, count)?;
+        rows(&self.lm_head.forward(&last)?)
+    }
+
+    /// Softmax over the full vocabulary, then renormalised over the three labels, equals a
+    /// softmax over the three labels' logits; that is what is computed.
+    fn label_scores(&self, logits: &[f32]) -> Scores {
+        let l = self
+            .label_ids
+            .map(|id| logits.get(id as usize).copied().unwrap_or(f32::MIN));
+        let max = l.iter().copied().fold(f32::MIN, f32::max);
+        let e = l.map(|x| ((x - max) as f64).exp());
+        let sum: f64 = e.iter().sum();
+        Scores {
+            safe: (e[0] / sum) as f32,
+            unsafe_: (e[1] / sum) as f32,
+            controversial: (e[2] / sum) as f32,
+        }
+    }
+}
+
+fn task_index(task: Task) -> usize {
+    match task {
+        Task::Prompt => 0,
+        Task::Response => 1,
+    }
+}
+
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.to_vec2()?)
+}
+
+/// Index of the largest logit; the first one on ties, as `torch.argmax` does.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> GenGuard {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen-tied");
+        GenGuard::load(&Checkpoint::open(&dir).unwrap(), &LoadOptions::default()).unwrap()
+    }
+
+    /// Greedy ids and forward passes for the prompt `ids` decoded with `format`.
+    fn decode(
+        guard: &GenGuard,
+        ids: &[u32],
+        format: &FormatTrie,
+        drafts: bool,
+    ) -> (Vec<u32>, usize) {
+        let m = &*guard.model;
+        let mut d = Decoder {
+            model: m,
+            cache: m.backbone.new_cache(),
+            generated: Vec::new(),
+            scores: None,
+            max_new_tokens: 10,
+            steps: 0,
+        };
+        d.run(ids, format, drafts).unwrap();
+        (d.generated, d.steps)
+    }
+
+    /// Drafts change the number of forward passes, never the tokens: a trie holding the
+    /// model's own answer is accepted whole in one pass, a trie with a wrong token in the
+    /// middle is accepted up to it.
+    #[test]
+    fn drafting_is_exactly_greedy() {
+        let guard = guard();
+        let conv = Conversation::from_prompt("How can I make a bomb?", None);
+        let ids = guard.render(&conv).unwrap().token_ids;
+        let format = &guard.model.formats[0];
+        let (greedy, steps) = decode(&guard, &ids, format, false);
+        assert_eq!(greedy.len(), 10);
+        assert_eq!(steps, 10);
+
+        let exact = FormatTrie::from_sequences(&[greedy.clone()]);
+        let (ids_exact, steps_exact) = decode(&guard, &ids, &exact, true);
+        assert_eq!(ids_exact, greedy);
+        assert_eq!(steps_exact, 1);
+
+        let mut wrong = greedy.clone();
+        wrong[4] = wrong[4].wrapping_add(1);
+        let partial = FormatTrie::from_sequences(&[wrong]);
+        let (ids_partial, steps_partial) = decode(&guard, &ids, &partial, true);
+        assert_eq!(ids_partial, greedy);
+        assert!(
+            steps_partial > 1 && steps_partial < 10,
+            "{steps_partial} steps"
+        );
+    }
+
+    /// The preamble cache, drafts and verdict-only mode all give the plain path's answer.
+    #[test]
+    fn fast_paths_match_the_plain_path() {
+        let guard = guard();
+        for conv in [
+            Conversation::from_prompt("How can I make a bomb?", None),
+            Conversation::from_prompt("How do I bake bread?", Some("Mix flour and water.")),
+        ] {
+            let plain = GenOptions {
+                prefix_cache: false,
+                format_drafts: false,
+                max_new_tokens: 12,
+                ..GenOptions::default()
+            };
+            let reference = guard.moderate(&conv, &plain).unwrap();
+            for (prefix_cache, format_drafts) in [(true, false), (false, true), (true, true)] {
+                let options = GenOptions {
+                    prefix_cache,
+                    format_drafts,
+                    ..plain
+                };
+                let fast = guard.moderate(&conv, &options).unwrap();
+                assert_eq!(fast.generated_token_ids, reference.generated_token_ids);
+                let (a, b) = (fast.scores, reference.scores);
+                for (x, y) in [
+                    (a.safe, b.safe),
+                    (a.unsafe_, b.unsafe_),
+                    (a.controversial, b.controversial),
+                ] {
+                    assert!((x - y).abs() < 1e-5, "scores differ: {a:?} vs {b:?}");
+                }
+            }
+            let verdict = guard
+                .moderate(
+                    &conv,
+                    &GenOptions {
+                        verdict_only: true,
+                        ..plain
+                    },
+                )
+                .unwrap();
+            let s = verdict.scores;
+            assert!((s.unsafe_ - reference.scores.unsafe_).abs() < 1e-5);
+            assert_eq!(verdict.safety, Some(s.best()));
+        }
+    }
+}
