@@ -59,12 +59,28 @@ pub fn run(args: &ModerateArgs) -> Result<()> {
         None => "",
     };
     let s = verdict.scores;
-    println!(
+    let mut line = format!(
         "{safety}  categories: {categories}{refusal}  (P safe {:.3}, unsafe {:.3}, controversial {:.3})",
         s.safe, s.unsafe_, s.controversial
     );
     if verdict.safety.is_none() && !args.verdict_only {
-        println!("model output: {:?}", verdict.generated_text);
+        // The start of what was written instead, on the same line; --json has all of it.
+        line.push_str(&format!(
+            "  model output: {:?}",
+            preview(&verdict.generated_text, 40)
+        ));
     }
+    println!("{line}");
     Ok(())
+}
+
+/// The first `max_chars` characters of `text`, with `…` if there were more.
+fn preview(text: &str, max_chars: usize) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(max_chars).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
 }

@@ -207,6 +207,11 @@ impl StreamGuard {
     pub fn moderate(&self, conversation: &Conversation, chunk: usize) -> Result<StreamReport> {
         let exchange = self.render_exchange(conversation)?;
         let mut session = self.open_exchange(&exchange)?;
+        if exchange.response_start.is_none() {
+            // Nothing to stream: what follows the prompt is the template's closing
+            // newline, not a response, and must not be reported as one.
+            return Ok(session.report());
+        }
         let rest = exchange.response_ids();
         let step = if chunk == 0 { rest.len().max(1) } else { chunk };
         for piece in rest.chunks(step) {
