@@ -4,8 +4,10 @@
 //! the metrics are `qwen3guard-eval`.
 
 mod args;
+mod bench;
 mod eval;
 mod moderate;
+mod random;
 mod render;
 mod stream;
 
@@ -20,6 +22,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "qwen3guard", version, about, long_about)]
 struct Cli {
+    /// CPU threads for the kernels (default: every core).
+    #[arg(long, global = true, env = "QWEN3GUARD_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,15 +40,26 @@ enum Command {
     /// Score prediction files and run benchmarks.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Measure latency and throughput on a checkpoint (medians).
+    Bench(bench::BenchArgs),
+    /// Write a checkpoint of a published shape with random weights, for benchmarks.
+    MakeRandom(random::RandomArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        // The kernels read this on every call; set before any work starts, while the
+        // process has a single thread.
+        std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+    }
     let result = match &cli.command {
         Command::Moderate(args) => moderate::run(args),
         Command::Stream(args) => stream::run(args),
         Command::Render(args) => render::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Bench(args) => bench::run(args),
+        Command::MakeRandom(args) => random::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,3 +64,8 @@ impl LoadOptions {
         Ok(Device::Cpu)
     }
 }
+
+/// Threads the CPU kernels use (`RAYON_NUM_THREADS`, else every core).
+pub fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}

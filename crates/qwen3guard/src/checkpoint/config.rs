@@ -329,3 +329,71 @@ fn label_map(value: Option<&Value>, key: &str, path: &Path) -> Result<LabelMap> 
         .ok_or_else(|| Error::config(path, format!("`{key}` has duplicate indices")))?;
     Ok(LabelMap(labels))
 }
+
+impl ModelConfig {
+    /// Every tensor the model reads, with its shape, in checkpoint key order. Used to
+    /// write random checkpoints of a real shape; loading checks the same shapes.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let c = &self.backbone;
+        let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let (q, kv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![c.vocab_size, h],
+        )];
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            out.extend([
+                (format!("{p}.input_layernorm.weight"), vec![h]),
+                (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
+                (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+                (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+                (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
+                (format!("{p}.self_attn.q_norm.weight"), vec![d]),
+                (format!("{p}.self_attn.k_norm.weight"), vec![d]),
+                (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+                (format!("{p}.mlp.gate_proj.weight"), vec![i, h]),
+                (format!("{p}.mlp.up_proj.weight"), vec![i, h]),
+                (format!("{p}.mlp.down_proj.weight"), vec![h, i]),
+            ]);
+        }
+        out.push(("model.norm.weight".to_string(), vec![h]));
+        if self.variant == Variant::Gen && !c.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+        }
+        if let Some(heads) = &self.heads {
+            let g = heads.guard_inner_size;
+            for (prefix, category_head, risk, cats) in [
+                (
+                    "",
+                    "category_head",
+                    &heads.response_risk,
+                    &heads.response_category,
+                ),
+                (
+                    "query_",
+                    "query_category_head",
+                    &heads.query_risk,
+                    &heads.query_category,
+                ),
+            ] {
+                out.extend([
+                    (
+                        format!("{prefix}risk_level_category_pre.weight"),
+                        vec![g, h],
+                    ),
+                    (
+                        format!("{prefix}risk_level_category_layernorm.weight"),
+                        vec![g],
+                    ),
+                    (
+                        format!("{prefix}risk_level_head.weight"),
+                        vec![risk.len(), g],
+                    ),
+                    (format!("{category_head}.weight"), vec![cats.len(), g]),
+                ]);
+            }
+        }
+        out
+    }
+}

@@ -6,11 +6,10 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
-
 pub use config::{GuardHeadsConfig, LabelMap, ModelConfig, Qwen3Config, Variant};
 pub use weights::Weights;
 
+use crate::device::LoadOptions;
 use crate::error::{Error, Result};
 use crate::prompt::Prompter;
 
@@ -65,9 +64,9 @@ impl Checkpoint {
         self.config.variant
     }
 
-    /// Maps the weight files for loading in `dtype` on `device`.
-    pub fn weights(&self, device: &Device, dtype: DType) -> Result<Weights> {
-        Weights::open(&self.dir, device, dtype)
+    /// Maps the weight files for loading as `options` say.
+    pub fn weights(&self, options: &LoadOptions) -> Result<Weights> {
+        Weights::open(&self.dir, options)
     }
 
     /// The chat template and tokenizer.

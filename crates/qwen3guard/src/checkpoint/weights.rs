@@ -10,11 +10,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use memmap2::Mmap;
+use half::f16;
+use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::tensor::{Dtype as StDtype, Metadata, SafeTensors};
 use serde::Deserialize;
 
+use crate::device::{LoadOptions, Precision};
 use crate::error::{Error, Result};
+use crate::model::Bf16Matrix;
 
 /// One mapped weight file.
 struct WeightFile {
@@ -31,6 +34,7 @@ pub struct Weights {
     location: HashMap<String, usize>,
     device: Device,
     dtype: DType,
+    bf16_matrices: bool,
 }
 
 #[derive(Deserialize)]
@@ -40,9 +44,23 @@ struct ShardIndex {
 
 impl Weights {
     /// Maps the weights in `dir`: `model.safetensors`, or the shards that
-    /// `model.safetensors.index.json` lists. Tensors are converted to `dtype` on `device`
-    /// when fetched.
-    pub fn open(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    /// `model.safetensors.index.json` lists, for loading as `options` say.
+    ///
+    /// On CPU in bf16, matrices are kept as bf16 for the native kernel and everything else
+    /// (norms, activations, caches) is f32; elsewhere every tensor takes the precision's
+    /// dtype.
+    pub fn open(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let device = options.device()?;
+        let bf16_matrices = options.precision == Precision::Bf16 && device.is_cpu();
+        let dtype = if bf16_matrices {
+            DType::F32
+        } else {
+            options.precision.dtype()
+        };
+        Self::open_with(dir, &device, dtype, bf16_matrices)
+    }
+
+    fn open_with(dir: &Path, device: &Device, dtype: DType, bf16_matrices: bool) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let paths = if index_path.is_file() {
@@ -72,6 +90,7 @@ impl Weights {
             location,
             device: device.clone(),
             dtype,
+            bf16_matrices,
         })
     }
 
@@ -85,6 +104,11 @@ impl Weights {
         self.dtype
     }
 
+    /// Whether matrices are loaded with [`Self::get_bf16`] for the bf16 kernel.
+    pub fn bf16_matrices(&self) -> bool {
+        self.bf16_matrices
+    }
+
     /// The device tensors are placed on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -92,6 +116,39 @@ impl Weights {
 
     /// Fetches `name`, checking that its shape is `shape`, converted to the compute dtype.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (file, bytes, stored) = self.raw(name, shape)?;
+        let tensor = Tensor::from_raw_buffer(bytes, stored, shape, &self.device)?;
+        let tensor = tensor.to_dtype(self.dtype)?;
+        file.release(bytes);
+        Ok(tensor)
+    }
+
+    /// Fetches the matrix `name` of shape `(rows, cols)` as bf16 rows.
+    pub fn get_bf16(&self, name: &str, rows: usize, cols: usize) -> Result<Bf16Matrix> {
+        let (file, bytes, stored) = self.raw(name, &[rows, cols])?;
+        let matrix = match stored {
+            DType::BF16 => Bf16Matrix::from_le_bytes(bytes, rows, cols),
+            DType::F16 => {
+                let values: Vec<f32> = bytes
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect();
+                Bf16Matrix::from_f32(&values, rows, cols)
+            }
+            _ => {
+                let values: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Bf16Matrix::from_f32(&values, rows, cols)
+            }
+        };
+        file.release(bytes);
+        Ok(matrix)
+    }
+
+    /// The stored bytes of `name` after checking its shape and dtype.
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<(&WeightFile, &[u8], DType)> {
         let Some(&file_index) = self.location.get(name) else {
             let files = self
                 .files
@@ -131,9 +188,31 @@ impl Weights {
             }
         };
         let (start, end) = info.data_offsets;
-        let bytes = &file.map[file.data_start + start..file.data_start + end];
-        let tensor = Tensor::from_raw_buffer(bytes, stored, shape, &self.device)?;
-        Ok(tensor.to_dtype(self.dtype)?)
+        Ok((
+            file,
+            &file.map[file.data_start + start..file.data_start + end],
+            stored,
+        ))
+    }
+}
+
+impl WeightFile {
+    /// Drops the pages of `bytes` (a slice of this file's map) from memory once they are
+    /// copied: the model keeps its own converted copy, and without this the file's pages
+    /// would stay resident too, doubling peak memory while loading.
+    fn release(&self, bytes: &[u8]) {
+        let page = 4096;
+        let offset = bytes.as_ptr() as usize - self.map.as_ptr() as usize;
+        let start = offset.div_ceil(page) * page;
+        let end = (offset + bytes.len()) / page * page;
+        if end > start {
+            // SAFETY: the map is a read-only shared mapping of a file; dropped pages are
+            // read back from the file if touched again, so no data can be lost.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
     }
 }
 

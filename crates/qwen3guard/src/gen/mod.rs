@@ -159,7 +159,7 @@ impl GenGuard {
             });
         }
         let cfg = &checkpoint.config().backbone;
-        let weights = checkpoint.weights(&options.device()?, options.precision.dtype())?;
+        let weights = checkpoint.weights(options)?;
         let backbone = Backbone::new(cfg, &weights)?;
         let lm_head = LmHead::new(cfg, &weights, &backbone)?;
         let prompter = checkpoint.prompter()?;

@@ -5,13 +5,14 @@ use candle_core::{Device, Tensor};
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::{Error, Result};
 use crate::model::attention::causal_mask;
-use crate::model::{DecoderLayer, KvCache, RmsNorm, Rotary};
+use crate::model::{DecoderLayer, Embedding, KvCache, RmsNorm, Rotary};
 
 /// `model.*` of a Qwen3 checkpoint. Immutable once loaded: per-sequence state lives in the
 /// caller's [`KvCache`], so one backbone serves many sequences at once.
 #[derive(Debug, Clone)]
 pub struct Backbone {
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
+    device: Device,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     rotary: Rotary,
@@ -21,15 +22,18 @@ pub struct Backbone {
 impl Backbone {
     /// Loads `model.embed_tokens`, `model.layers.*` and `model.norm`.
     pub fn new(cfg: &Qwen3Config, weights: &Weights) -> Result<Self> {
-        let embed_tokens = weights.get(
+        let embed_tokens = Embedding::new(
+            weights,
             "model.embed_tokens.weight",
-            &[cfg.vocab_size, cfg.hidden_size],
+            cfg.vocab_size,
+            cfg.hidden_size,
         )?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, weights, &format!("model.layers.{i}")))
             .collect::<Result<Vec<_>>>()?;
         Ok(Backbone {
             embed_tokens,
+            device: weights.device().clone(),
             layers,
             norm: RmsNorm::new(weights, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?,
             rotary: Rotary::new(cfg, weights.dtype(), weights.device())?,
@@ -42,14 +46,14 @@ impl Backbone {
         &self.cfg
     }
 
-    /// The embedding matrix `(vocab, hidden)`; a tied `lm_head` reuses it.
-    pub fn embeddings(&self) -> &Tensor {
+    /// The embedding table; a tied `lm_head` reuses it.
+    pub fn embeddings(&self) -> &Embedding {
         &self.embed_tokens
     }
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
-        self.embed_tokens.device()
+        &self.device
     }
 
     /// A fresh cache sized for this model.
@@ -79,10 +83,9 @@ impl Backbone {
             )));
         }
         let device = self.device();
-        let dtype = self.embed_tokens.dtype();
         // 1. Embed: (L,) -> (1, L, hidden).
-        let input = Tensor::new(ids, device)?;
-        let mut x = self.embed_tokens.index_select(&input, 0)?.unsqueeze(0)?;
+        let mut x = self.embed_tokens.lookup(ids, device)?.unsqueeze(0)?;
+        let dtype = x.dtype();
         // 2. The layers; only a multi-position step needs a causal mask.
         let mask = if len > 1 {
             Some(causal_mask(len, offset, dtype, device)?)

@@ -15,14 +15,12 @@ pub struct LmHead {
 impl LmHead {
     /// `lm_head.weight`, or the embeddings when `tie_word_embeddings` is set.
     pub fn new(cfg: &Qwen3Config, weights: &Weights, backbone: &Backbone) -> Result<Self> {
-        let weight = if cfg.tie_word_embeddings {
-            backbone.embeddings().clone()
+        let proj = if cfg.tie_word_embeddings {
+            backbone.embeddings().as_linear()?
         } else {
-            weights.get("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?
+            linear(weights, "lm_head", cfg.hidden_size, cfg.vocab_size)?
         };
-        Ok(LmHead {
-            proj: Linear::from_weight(&weight)?,
-        })
+        Ok(LmHead { proj })
     }
 
     /// `(n, hidden) -> (n, vocab)` logits in f32.

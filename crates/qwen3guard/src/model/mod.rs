@@ -6,7 +6,9 @@
 
 mod attention;
 mod backbone;
+mod bf16;
 mod cache;
+mod embedding;
 mod heads;
 mod layer;
 mod linear;
@@ -15,7 +17,9 @@ mod rotary;
 
 pub use attention::Attention;
 pub use backbone::Backbone;
+pub use bf16::Bf16Matrix;
 pub use cache::KvCache;
+pub use embedding::Embedding;
 pub use heads::{ClassifierHead, GuardHeads, HeadOutput, LmHead};
 pub use layer::DecoderLayer;
 pub use linear::{linear, matmul, Linear, RmsNorm};

@@ -74,7 +74,7 @@ impl StreamGuard {
             }
         };
         let cfg = &config.backbone;
-        let weights = checkpoint.weights(&options.device()?, options.precision.dtype())?;
+        let weights = checkpoint.weights(options)?;
         let backbone = Backbone::new(cfg, &weights)?;
         let heads = GuardHeads::new(cfg, &labels, &weights)?;
         let prompter = checkpoint.prompter()?;
@@ -180,6 +180,16 @@ impl StreamGuard {
             header.extend(&m.newline);
         }
         Ok(header)
+    }
+
+    /// Opens a session on conversation tokens that are already tokenized (for example by
+    /// the client), ending with the `<|im_end|>` that closes the user turn; the prompt
+    /// verdict is read at the last id.
+    pub fn open_ids(&self, prompt_ids: &[u32]) -> Result<StreamSession> {
+        if prompt_ids.is_empty() {
+            return Err(Error::Session("cannot open a session on no tokens".into()));
+        }
+        StreamSession::open(self.model.clone(), prompt_ids)
     }
 
     /// Opens a session on the prompt part of `exchange` (up to the user turn's
