@@ -10,7 +10,8 @@ Purpose
 How to run (from the repository root; needs torch, transformers >= 5, safetensors, numpy)
     /path/to/venv/bin/python scripts/make_fixtures.py
 The stock tokenizer and the Gen chat template are read from $QWEN3GUARD_REFERENCE
-(default /work/shared/reference: qwen3-tokenizer/, qwen3guard-gen.chat_template.jinja).
+(default ../shared/reference beside the repository: qwen3-tokenizer/,
+qwen3guard-gen.chat_template.jinja).
 It takes ~20 s on a CPU and fails loudly if any sanity check does not hold.
 
 What it writes, under crates/qwen3guard/tests/fixtures/
@@ -41,7 +42,7 @@ from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM, Qwen3Mode
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "crates/qwen3guard/tests/fixtures"
 # The project's shared reference material (stock tokenizer, Gen chat template).
-REF = Path(os.environ.get("QWEN3GUARD_REFERENCE", "/work/shared/reference"))
+REF = Path(os.environ.get("QWEN3GUARD_REFERENCE", Path(__file__).resolve().parents[1].parent / "shared" / "reference"))
 TOK_DIR = REF / "qwen3-tokenizer"
 GEN_TEMPLATE = REF / "qwen3guard-gen.chat_template.jinja"
 

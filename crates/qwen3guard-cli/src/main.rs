@@ -37,7 +37,8 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Show the exact text and token ids the model reads.
     Render(render::RenderArgs),
-    /// Score prediction files and run benchmarks.
+    /// Run a checkpoint over a benchmark dataset and score predictions with the official
+    /// metrics.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Measure latency and throughput on a checkpoint (medians).

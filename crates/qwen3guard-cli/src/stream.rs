@@ -56,7 +56,9 @@ pub fn run(args: &StreamArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for piece in exchange.response_ids().chunks(args.chunk) {
         for token in session.append(piece)? {
-            if token.index >= start {
+            // The closing control tokens are part of the verdicts, not of the text.
+            let control = token.text.starts_with("<|") && token.text.ends_with("|>");
+            if token.index >= start && !control {
                 write!(out, "{}", highlight(token, color))?;
             }
         }

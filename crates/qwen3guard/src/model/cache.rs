@@ -2,15 +2,15 @@
 //!
 //! A cache belongs to one sequence (a Gen request or a Stream session), never to the model,
 //! so that one loaded model serves any number of sequences without locks. Buffers grow by
-//! doubling and are written in place, so appending a token copies only that token's keys
+//! half their size when full and are written in place, so appending a token copies only that token's keys
 //! and values; attention reads a view of the filled part.
 
 use candle_core::Tensor;
 
 use crate::error::Result;
 
-/// Smallest buffer, in positions.
-const MIN_CAPACITY: usize = 64;
+/// Buffers grow in multiples of this many positions.
+const GRANULE: usize = 64;
 
 /// Keys and values of one layer: buffers of shape `(1, kv_heads, capacity, head_dim)`.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +112,9 @@ fn write(buffer: &mut Option<Tensor>, new: &Tensor, start: usize) -> Result<Tens
     let needed = start + count;
     let capacity = buffer.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));
     if needed > capacity {
-        let grown = needed.max(2 * capacity).max(MIN_CAPACITY);
+        // Grow by half: amortised appends stay cheap without doubling a long session's
+        // memory at the last step.
+        let grown = needed.max(capacity + capacity / 2).div_ceil(GRANULE) * GRANULE;
         let fresh = Tensor::zeros((batch, heads, grown, dim), new.dtype(), new.device())?;
         if let Some(old) = buffer.as_ref() {
             if start > 0 {
