@@ -11,7 +11,10 @@
 //! - [`score`], which applies the official rules to a file and yields a [`ScoreReport`]
 //!   (serializable to the CLI's JSON, printable as a table);
 //! - [`curve`] (threshold sweeps over per-sample scores) and [`report`] (Markdown and
-//!   hand-written SVG charts).
+//!   hand-written SVG charts), written to a directory by [`publish`];
+//! - [`dataset`] (benchmark files as published, turned into conversations with labels) and
+//!   [`run`] (a Gen or Stream checkpoint over a dataset, writing the predictions formats,
+//!   resumably).
 //!
 //! `evaluation.md` in the shared reference describes the official definitions; each module
 //! says where and why it departs from the official scripts' quirks.
@@ -19,13 +22,16 @@
 #![deny(missing_docs)]
 
 pub mod curve;
+pub mod dataset;
 pub mod debounce;
 pub mod error;
 pub mod latency;
 pub mod metrics;
 pub mod predictions;
+pub mod publish;
 pub mod report;
 pub mod risk;
+pub mod run;
 pub mod score;
 
 pub use error::{EvalError, Result};

@@ -1,0 +1,605 @@
+//! Running a guard over a dataset and writing the official predictions format, resumably.
+//!
+//! [`run`] judges every [`Sample`] of a [`Dataset`] with a Gen or a Stream checkpoint
+//! ([`Guard`]) and appends one JSON line per sample to the output, flushed as it goes. The
+//! lines are the official formats ([`crate::predictions`]) plus what the run knows besides:
+//!
+//! | guard, task | fields |
+//! | --- | --- |
+//! | Gen | `id`, `label`, `guard_predict` (the generated text), `safety`, `categories`, `refusal`, `scores` (`Safe`/`Unsafe`/`Controversial` probabilities after `Safety:`), `unsafe_score`, `messages` (the conversation as judged) |
+//! | Stream, response | `id`, `label`, `pred_risk_levels` (official indices, one per position from `split_idx_eval` to the end of the rendered chat), `split_idx_eval`, `unsafe_start_index`/`unsafe_end_index` (when the dataset has them), `pred_categories`, `pred_risk_prob` (the winning level's probability per position), `verdict`, `category`, `flagged_at` (the debounced verdict), `unsafe_score`, `messages` |
+//! | Stream, prompt | `id`, `label`, `pred_risk_levels` (one entry: the query head's level at the `<\|im_end\|>` closing the last user turn), `pred_categories`, `pred_risk_prob`, `prompt_index` (that position), `risk_probs`, `category`, `unsafe_score`, `messages` |
+//!
+//! Stream prompt lines carry a single level, where the official script writes one per
+//! position of the last user turn: the engine reads the query heads only where they are
+//! trained (the closing `<|im_end|>`), and the official prompt metric reads only the last
+//! entry, so the scores are the same.
+//!
+//! `unsafe_score` is the per-sample score behind the threshold sweeps (higher = more
+//! likely unsafe, strict reading): Gen: P(Unsafe) + P(Controversial) after `Safety:`;
+//! Stream prompts: the same sum at the user turn's end; Stream responses: the *debounced
+//! pair minimum*, `max_i min(q[i-1], q[i])` over the evaluated positions with
+//! `q = P(Unsafe) + P(Controversial)`. At a threshold `t` a response is flagged exactly when
+//! two consecutive positions both reach `t`, which is the official two-in-a-row rule with
+//! "risky" read as `q >= t` instead of the argmax. (The plain maximum would let a single
+//! noisy token decide, which the debouncing exists to prevent.)
+//!
+//! **Thinking.** With `thinking`, the assistant's reasoning is judged along with its answer:
+//! Gen reads the whole message, `<think>` block included; Stream evaluates from the first
+//! token inside the think block (the `assistant` token + 4, the official `--thinking`
+//! split). Without it only the final answer is judged: Gen reads the message with the
+//! reasoning removed; Stream evaluates from the token after the `</think>` `\n\n` pair while
+//! the reasoning stays in the rendered chat, as in the official script (so the `_loc`
+//! spans, positions in the whole rendered chat, stay valid either way).
+//!
+//! **Resuming.** Before running, the existing output is read: the ids it holds are skipped.
+//! A last line cut short by an interruption (no final newline) is removed first. Any other
+//! unreadable line, a line without `id`, a line of another kind of predictions, or an id that
+//! is not in the dataset stops the run with the line named, rather than mixing two runs.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use qwen3guard::gen::Scores;
+use qwen3guard::prompt::Task;
+use qwen3guard::stream::RiskProbs;
+use qwen3guard::{
+    Checkpoint, Conversation, GenGuard, GenOptions, LoadOptions, Message, Role, Severity,
+    StreamGuard, Variant,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::dataset::{id_key, Dataset, RowRef, Sample};
+use crate::predictions::{GenRecord, StreamPromptRecord, StreamResponseRecord};
+use crate::risk::RiskLevel;
+use crate::score::Kind;
+
+/// A loaded checkpoint of either variant.
+#[derive(Clone)]
+pub enum Guard {
+    /// Qwen3Guard-Gen.
+    Gen(GenGuard),
+    /// Qwen3Guard-Stream.
+    Stream(StreamGuard),
+}
+
+impl Guard {
+    /// Loads whichever variant the checkpoint is.
+    pub fn load(checkpoint: &Checkpoint, options: &LoadOptions) -> qwen3guard::Result<Guard> {
+        Ok(match checkpoint.variant() {
+            Variant::Gen => Guard::Gen(GenGuard::load(checkpoint, options)?),
+            Variant::Stream => Guard::Stream(StreamGuard::load(checkpoint, options)?),
+        })
+    }
+
+    /// The predictions format this guard writes for `task`.
+    pub fn kind(&self, task: Task) -> Kind {
+        match (self, task) {
+            (Guard::Gen(_), _) => Kind::Gen,
+            (Guard::Stream(_), Task::Response) => Kind::StreamResponse,
+            (Guard::Stream(_), Task::Prompt) => Kind::StreamPrompt,
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The predictions file, created or resumed.
+    pub out: PathBuf,
+    /// Judge the assistant's reasoning too (see the module doc).
+    pub thinking: bool,
+    /// Gen decoding settings.
+    pub gen: GenOptions,
+    /// Only the first `limit` samples of the dataset.
+    pub limit: Option<usize>,
+    /// Leave out (and report) samples the model fails on, instead of stopping.
+    pub skip_errors: bool,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The predictions format written.
+    pub kind: Kind,
+    /// Samples in scope (the dataset's, cut by `limit`).
+    pub samples: usize,
+    /// Samples already in the output, skipped.
+    pub resumed: usize,
+    /// Samples judged and written by this run.
+    pub written: usize,
+    /// Whether a partial last line (an interrupted write) was removed from the output.
+    pub dropped_partial_line: bool,
+    /// Samples whose assistant messages carry a `<think>` block.
+    pub with_reasoning: usize,
+    /// Samples left out with `skip_errors`: row, id, error.
+    pub failed: Vec<(RowRef, String, String)>,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The output could not be read or written.
+    #[error("cannot write {}", path.display())]
+    Io {
+        /// The predictions file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The existing output cannot be resumed.
+    #[error("{}, line {line}: {message}", path.display())]
+    Resume {
+        /// The predictions file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The checkpoint lacks something the run needs.
+    #[error(transparent)]
+    Engine(Box<qwen3guard::Error>),
+    /// The model failed on a sample.
+    #[error("{at} (id {id})")]
+    Sample {
+        /// The dataset row.
+        at: RowRef,
+        /// The sample's id.
+        id: String,
+        /// The engine's error.
+        #[source]
+        source: Box<qwen3guard::Error>,
+    },
+}
+
+impl From<qwen3guard::Error> for RunError {
+    fn from(error: qwen3guard::Error) -> Self {
+        RunError::Engine(Box::new(error))
+    }
+}
+
+/// Runs `guard` over `dataset`, appending to `options.out`.
+pub fn run(guard: &Guard, dataset: &Dataset, options: &RunOptions) -> Result<RunSummary, RunError> {
+    let kind = guard.kind(dataset.task);
+    let in_scope = &dataset.samples[..options
+        .limit
+        .unwrap_or(usize::MAX)
+        .min(dataset.samples.len())];
+    let known: HashSet<String> = dataset.samples.iter().map(Sample::key).collect();
+    let (done, dropped_partial_line) = read_existing(&options.out, kind, &known)?;
+    let io = |source| RunError::Io {
+        path: options.out.clone(),
+        source,
+    };
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&options.out)
+        .map_err(io)?;
+
+    let resumed = in_scope.iter().filter(|s| done.contains(&s.key())).count();
+    let bar = progress_bar(options.progress, in_scope.len(), resumed);
+    let split = match guard {
+        Guard::Stream(stream) => Some(SplitTokens::new(stream)?),
+        Guard::Gen(_) => None,
+    };
+    let mut summary = RunSummary {
+        kind,
+        samples: in_scope.len(),
+        resumed,
+        written: 0,
+        dropped_partial_line,
+        with_reasoning: in_scope.iter().filter(|s| s.has_reasoning()).count(),
+        failed: Vec::new(),
+    };
+    for sample in in_scope.iter().filter(|s| !done.contains(&s.key())) {
+        let line = match predict(guard, split.as_ref(), sample, dataset.task, options) {
+            Ok(line) => line,
+            Err(source) if options.skip_errors => {
+                bar.println(format!(
+                    "skipped {} (id {}): {source}",
+                    sample.row,
+                    sample.key()
+                ));
+                summary
+                    .failed
+                    .push((sample.row, sample.key(), source.to_string()));
+                bar.inc(1);
+                continue;
+            }
+            Err(source) => {
+                bar.abandon();
+                return Err(RunError::Sample {
+                    at: sample.row,
+                    id: sample.key(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        // One write per line, flushed at once: an interruption leaves at most one partial
+        // line, which the next run removes.
+        out.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+        out.flush().map_err(io)?;
+        summary.written += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+fn progress_bar(enabled: bool, len: usize, done: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {pos}/{len} samples {wide_bar} {elapsed_precise} (eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_position(done as u64);
+    bar.reset_eta();
+    bar
+}
+
+/// Judges one sample and renders its output line.
+fn predict(
+    guard: &Guard,
+    split: Option<&SplitTokens>,
+    sample: &Sample,
+    task: Task,
+    options: &RunOptions,
+) -> qwen3guard::Result<String> {
+    let line = match (guard, task, split) {
+        (Guard::Gen(gen), _, _) => serde_json::to_string(&gen_line(gen, sample, options)?),
+        (Guard::Stream(stream), Task::Response, Some(split)) => serde_json::to_string(
+            &stream_response_line(stream, split, sample, options.thinking)?,
+        ),
+        (Guard::Stream(stream), _, _) => {
+            serde_json::to_string(&stream_prompt_line(stream, sample)?)
+        }
+    };
+    line.map_err(|e| qwen3guard::Error::Session(format!("cannot serialize the prediction: {e}")))
+}
+
+/// A Gen output line.
+#[derive(Serialize)]
+struct GenLine<'a> {
+    id: &'a Value,
+    #[serde(flatten)]
+    record: GenRecord,
+    safety: Option<&'static str>,
+    categories: Vec<String>,
+    refusal: Option<bool>,
+    scores: Scores,
+    unsafe_score: f32,
+    messages: Vec<Message>,
+}
+
+fn gen_line<'a>(
+    gen: &GenGuard,
+    sample: &'a Sample,
+    options: &RunOptions,
+) -> qwen3guard::Result<GenLine<'a>> {
+    let stripped;
+    let conversation = if options.thinking || !sample.has_reasoning() {
+        &sample.conversation
+    } else {
+        stripped = without_reasoning(&sample.conversation)?;
+        &stripped
+    };
+    let messages = conversation.messages().to_vec();
+    let verdict = gen.moderate(conversation, &options.gen)?;
+    Ok(GenLine {
+        id: &sample.id,
+        record: GenRecord {
+            label: sample.label,
+            guard_predict: verdict.generated_text,
+        },
+        safety: verdict.safety.map(Severity::as_str),
+        categories: verdict.categories,
+        refusal: verdict.refusal,
+        unsafe_score: round4(verdict.scores.unsafe_ + verdict.scores.controversial),
+        scores: verdict.scores,
+        messages,
+    })
+}
+
+/// The conversation with every assistant message's `<think>` block removed: what follows
+/// the last `</think>`, leading newlines trimmed (as the Qwen3 template reads it).
+pub fn without_reasoning(conversation: &Conversation) -> qwen3guard::Result<Conversation> {
+    let messages = conversation
+        .messages()
+        .iter()
+        .map(|m| match (m.role, m.content.rfind("</think>")) {
+            (Role::Assistant, Some(close)) => Message::new(
+                Role::Assistant,
+                m.content[close + "</think>".len()..].trim_start_matches('\n'),
+            ),
+            _ => m.clone(),
+        })
+        .collect();
+    Conversation::new(messages)
+}
+
+/// A Stream output line for a response.
+#[derive(Serialize)]
+struct StreamResponseLine<'a> {
+    id: &'a Value,
+    #[serde(flatten)]
+    record: StreamResponseRecord,
+    pred_categories: Vec<String>,
+    pred_risk_prob: Vec<f32>,
+    verdict: &'static str,
+    category: Option<String>,
+    flagged_at: Option<usize>,
+    unsafe_score: f32,
+    messages: &'a [Message],
+}
+
+/// The token ids that locate the official split index.
+struct SplitTokens {
+    im_start: u32,
+    assistant: u32,
+    think_close: Option<u32>,
+}
+
+impl SplitTokens {
+    fn new(guard: &StreamGuard) -> qwen3guard::Result<Self> {
+        let tokenizer = guard.prompter().tokenizer();
+        let im_start = tokenizer.marker_id("<|im_start|>").ok_or_else(|| {
+            qwen3guard::Error::Tokenizer("the tokenizer has no <|im_start|>".into())
+        })?;
+        let assistant = match tokenizer.encode_text("assistant")?.as_slice() {
+            [id] => *id,
+            _ => {
+                return Err(qwen3guard::Error::Tokenizer(
+                    "\"assistant\" is not a single token".into(),
+                ))
+            }
+        };
+        Ok(SplitTokens {
+            im_start,
+            assistant,
+            think_close: tokenizer.marker_id("</think>"),
+        })
+    }
+
+    /// The official split index of the assistant turn after `user_end`: with `thinking`,
+    /// the `assistant` token + 4 (the first token inside the think block); otherwise the
+    /// token after the `</think>` `\n\n` pair (or after `assistant\n` if the turn has no
+    /// think block).
+    fn split(&self, ids: &[u32], user_end: usize, thinking: bool) -> Option<usize> {
+        let assistant = (user_end + 1..ids.len().saturating_sub(1))
+            .find(|&i| ids[i] == self.im_start && ids[i + 1] == self.assistant)?
+            + 1;
+        let split = if thinking {
+            assistant + 4
+        } else {
+            let turn_end = (assistant..ids.len())
+                .find(|&i| ids[i] == self.im_start)
+                .unwrap_or(ids.len());
+            match (assistant..turn_end).find(|&i| Some(ids[i]) == self.think_close) {
+                Some(close) => close + 2,
+                None => assistant + 2,
+            }
+        };
+        Some(split.min(ids.len()))
+    }
+}
+
+fn stream_response_line<'a>(
+    stream: &StreamGuard,
+    split_tokens: &SplitTokens,
+    sample: &'a Sample,
+    thinking: bool,
+) -> qwen3guard::Result<StreamResponseLine<'a>> {
+    let mut exchange = stream.render_exchange(&sample.conversation)?;
+    let split = split_tokens
+        .split(&exchange.ids, exchange.user_end, thinking)
+        .ok_or_else(|| {
+            qwen3guard::Error::Conversation("no assistant turn follows the last user turn".into())
+        })?;
+    exchange.response_start = Some(split);
+    let mut session = stream.open_exchange(&exchange)?;
+    session.append(exchange.response_ids())?;
+    let report = session.report();
+    let tokens: Vec<_> = report.tokens.iter().filter(|t| t.index >= split).collect();
+    let flags: Vec<f32> = tokens
+        .iter()
+        .map(|t| t.risk_probs.unsafe_ + t.risk_probs.controversial)
+        .collect();
+    let unsafe_score = flags
+        .windows(2)
+        .map(|w| w[0].min(w[1]))
+        .fold(0.0f32, f32::max);
+    let verdict = report.response.as_ref();
+    Ok(StreamResponseLine {
+        id: &sample.id,
+        record: StreamResponseRecord {
+            label: sample.label,
+            pred_risk_levels: tokens.iter().map(|t| level(t.risk_level)).collect(),
+            split_idx_eval: split,
+            span: sample.span,
+        },
+        pred_categories: tokens.iter().map(|t| t.category.clone()).collect(),
+        pred_risk_prob: tokens
+            .iter()
+            .map(|t| round4(winning(&t.risk_probs, t.risk_level)))
+            .collect(),
+        verdict: verdict.map_or(Severity::Safe, |v| v.risk_level).as_str(),
+        category: verdict.and_then(|v| v.category.clone()),
+        flagged_at: verdict.and_then(|v| v.flagged_at),
+        unsafe_score: round4(unsafe_score),
+        messages: sample.conversation.messages(),
+    })
+}
+
+/// A Stream output line for a prompt.
+#[derive(Serialize)]
+struct StreamPromptLine<'a> {
+    id: &'a Value,
+    #[serde(flatten)]
+    record: StreamPromptRecord,
+    pred_categories: [String; 1],
+    pred_risk_prob: [f32; 1],
+    prompt_index: usize,
+    risk_probs: RiskProbs,
+    category: String,
+    unsafe_score: f32,
+    messages: &'a [Message],
+}
+
+fn stream_prompt_line<'a>(
+    stream: &StreamGuard,
+    sample: &'a Sample,
+) -> qwen3guard::Result<StreamPromptLine<'a>> {
+    let exchange = stream.render_exchange(&sample.conversation)?;
+    let session = stream.open_exchange(&exchange)?;
+    let p = session.prompt_verdict();
+    Ok(StreamPromptLine {
+        id: &sample.id,
+        record: StreamPromptRecord {
+            label: sample.label,
+            pred_risk_levels: vec![level(p.risk_level)],
+        },
+        pred_categories: [p.category.clone()],
+        pred_risk_prob: [round4(winning(&p.risk_probs, p.risk_level))],
+        prompt_index: p.token_index,
+        risk_probs: p.risk_probs,
+        category: p.category.clone(),
+        unsafe_score: round4(p.risk_probs.unsafe_ + p.risk_probs.controversial),
+        messages: sample.conversation.messages(),
+    })
+}
+
+fn level(severity: Severity) -> RiskLevel {
+    match severity {
+        Severity::Safe => RiskLevel::Safe,
+        Severity::Unsafe => RiskLevel::Unsafe,
+        Severity::Controversial => RiskLevel::Controversial,
+    }
+}
+
+fn winning(probs: &RiskProbs, level: Severity) -> f32 {
+    match level {
+        Severity::Safe => probs.safe,
+        Severity::Unsafe => probs.unsafe_,
+        Severity::Controversial => probs.controversial,
+    }
+}
+
+/// Four decimals keep the files small and are more than the metrics can tell apart.
+fn round4(x: f32) -> f32 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// The field that tells each kind of predictions apart.
+fn kind_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Gen => "guard_predict",
+        Kind::StreamResponse => "split_idx_eval",
+        Kind::StreamPrompt => "prompt_index",
+    }
+}
+
+/// Reads the ids already in `path`, after removing a partial last line. Returns the ids
+/// and whether a partial line was removed.
+fn read_existing(
+    path: &Path,
+    kind: Kind,
+    known: &HashSet<String>,
+) -> Result<(HashSet<String>, bool), RunError> {
+    let io = |source| RunError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((HashSet::new(), false)),
+        Err(e) => return Err(io(e)),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let dropped = complete < bytes.len();
+    if dropped {
+        truncate(&mut file, complete as u64).map_err(io)?;
+    }
+    let text = String::from_utf8_lossy(&bytes[..complete]);
+    let mut done = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let problem = |message: String| RunError::Resume {
+            path: path.to_owned(),
+            line: line_no,
+            message,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line).map_err(|e| {
+            problem(format!(
+                "not a JSON line ({e}); is this a predictions file? Remove it or choose another --out"
+            ))
+        })?;
+        let Some(id) = value.get("id").filter(|v| v.is_string() || v.is_number()) else {
+            return Err(problem(
+                "has no `id`; it was not written by `eval run`, so it cannot be resumed".into(),
+            ));
+        };
+        let field = kind_field(kind);
+        if value.get(field).is_none() {
+            return Err(problem(format!(
+                "has no `{field}`: these are not {kind} predictions (another model or --task?); \
+                 choose another --out"
+            )));
+        }
+        let key = id_key(id);
+        if !known.contains(&key) {
+            return Err(problem(format!(
+                "id {key} is not in the dataset; is --out the output of another dataset?"
+            )));
+        }
+        if !done.insert(key.clone()) {
+            return Err(problem(format!("id {key} appears twice")));
+        }
+    }
+    Ok((done, dropped))
+}
+
+fn truncate(file: &mut File, len: u64) -> std::io::Result<()> {
+    file.set_len(len)?;
+    file.seek(SeekFrom::Start(len)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_is_removed_from_assistant_messages_only() {
+        let conversation = Conversation::new(vec![
+            Message::new(Role::User, "q </think> stays"),
+            Message::new(Role::Assistant, "<think>\nplan\n</think>\n\nanswer"),
+        ])
+        .unwrap();
+        let stripped = without_reasoning(&conversation).unwrap();
+        assert_eq!(stripped.messages()[0].content, "q </think> stays");
+        assert_eq!(stripped.messages()[1].content, "answer");
+    }
+
+    #[test]
+    fn rounding_keeps_four_decimals() {
+        assert_eq!(round4(0.123_456), 0.1235);
+        assert_eq!(round4(1.0), 1.0);
+    }
+}
