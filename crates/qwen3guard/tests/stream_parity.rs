@@ -163,3 +163,38 @@ fn reports_are_identical_across_chunkings() {
         assert_eq!((a.risk_level, a.flagged_at), (b.risk_level, b.flagged_at));
     }
 }
+
+/// bf16 (bf16 weights, activations rounded to bf16 at each product) against f32: the
+/// largest probability difference over every position of every reference case. The
+/// figure is printed (`--nocapture`) for the benchmark notes; the bound only catches a
+/// broken kernel, not rounding.
+#[test]
+fn bf16_stays_close_to_f32() {
+    let f32_guard = guard("stream");
+    let bf16_guard = StreamGuard::load(
+        &Checkpoint::open(&fixture("stream")).unwrap(),
+        &qwen3guard::LoadOptions {
+            precision: qwen3guard::Precision::Bf16,
+        },
+    )
+    .unwrap();
+    let mut worst = 0f32;
+    for case in reference::<Case>("stream") {
+        let (q32, r32, c32) = run_session(&f32_guard, &case, 16);
+        let (q16, r16, c16) = run_session(&bf16_guard, &case, 16);
+        let pairs = std::iter::once((&q32, &q16))
+            .chain(r32.iter().zip(&r16))
+            .chain(c32.iter().zip(&c16));
+        for (a, b) in pairs {
+            for (x, y) in a.iter().zip(b) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    println!("bf16 vs f32, stream fixture: max probability difference {worst:.5}");
+    assert!(
+        worst > 0.0,
+        "bf16 path computed exactly f32: the kernel is not in use"
+    );
+    assert!(worst < 0.05, "bf16 drifts {worst} from f32");
+}
