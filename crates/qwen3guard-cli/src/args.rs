@@ -14,11 +14,12 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR|REPO")]
     pub model: Option<String>,
 
-    /// Precision of weights and activations: f32 (the reference's) or bf16.
+    /// Precision: f32 (the reference's), bf16 (bf16 weights, native bf16 dot products) or
+    /// q8 (8-bit weights; activations quantized per block of 64).
     #[arg(
         long,
         default_value = "f32",
-        value_name = "f32|bf16",
+        value_name = "f32|bf16|q8",
         env = "QWEN3GUARD_DTYPE"
     )]
     pub dtype: Precision,

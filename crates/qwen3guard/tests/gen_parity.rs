@@ -123,36 +123,35 @@ fn scores_survive_decoding_and_cache_truncation() {
     assert_eq!(short.scores, long.scores);
 }
 
-/// bf16 against f32 on the Gen fixtures: the largest label-score difference (printed for
-/// the benchmark notes; the bound only catches a broken kernel).
+/// bf16 and 8-bit weights against f32 on the Gen fixtures: the largest label-score
+/// difference (printed for the benchmark notes; the bound only catches a broken kernel).
 #[test]
-fn bf16_scores_stay_close_to_f32() {
+fn reduced_precision_scores_stay_close_to_f32() {
     let checkpoint = Checkpoint::open(&fixture("gen-sharded")).unwrap();
     let f32_guard = GenGuard::load(&checkpoint, &Default::default()).unwrap();
-    let bf16_guard = GenGuard::load(
-        &checkpoint,
-        &qwen3guard::LoadOptions {
-            precision: qwen3guard::Precision::Bf16,
-        },
-    )
-    .unwrap();
     let options = GenOptions {
         max_new_tokens: 1,
         ..GenOptions::default()
     };
-    let mut worst = 0f32;
-    for case in reference::<Case>("gen-sharded") {
-        let conv = conversation(&case.messages);
-        let a = f32_guard.moderate(&conv, &options).unwrap().scores;
-        let b = bf16_guard.moderate(&conv, &options).unwrap().scores;
-        for (x, y) in [
-            (a.safe, b.safe),
-            (a.unsafe_, b.unsafe_),
-            (a.controversial, b.controversial),
-        ] {
-            worst = worst.max((x - y).abs());
+    for precision in [qwen3guard::Precision::Bf16, qwen3guard::Precision::Q8] {
+        let reduced = GenGuard::load(&checkpoint, &qwen3guard::LoadOptions { precision }).unwrap();
+        let mut worst = 0f32;
+        for case in reference::<Case>("gen-sharded") {
+            let conv = conversation(&case.messages);
+            let a = f32_guard.moderate(&conv, &options).unwrap().scores;
+            let b = reduced.moderate(&conv, &options).unwrap().scores;
+            for (x, y) in [
+                (a.safe, b.safe),
+                (a.unsafe_, b.unsafe_),
+                (a.controversial, b.controversial),
+            ] {
+                worst = worst.max((x - y).abs());
+            }
         }
+        println!("{precision} vs f32, gen-sharded fixture: max score difference {worst:.5}");
+        assert!(
+            worst > 0.0 && worst < 0.05,
+            "{precision} score drift {worst}"
+        );
     }
-    println!("bf16 vs f32, gen-sharded fixture: max score difference {worst:.5}");
-    assert!(worst > 0.0 && worst < 0.05, "bf16 score drift {worst}");
 }

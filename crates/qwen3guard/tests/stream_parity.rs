@@ -164,37 +164,36 @@ fn reports_are_identical_across_chunkings() {
     }
 }
 
-/// bf16 (bf16 weights, activations rounded to bf16 at each product) against f32: the
-/// largest probability difference over every position of every reference case. The
-/// figure is printed (`--nocapture`) for the benchmark notes; the bound only catches a
-/// broken kernel, not rounding.
+/// bf16 and 8-bit weights against f32: the largest probability difference over every
+/// position of every reference case. The figures are printed (`--nocapture`) for the
+/// benchmark notes; the bound only catches a broken kernel, not rounding.
 #[test]
-fn bf16_stays_close_to_f32() {
+fn reduced_precisions_stay_close_to_f32() {
     let f32_guard = guard("stream");
-    let bf16_guard = StreamGuard::load(
-        &Checkpoint::open(&fixture("stream")).unwrap(),
-        &qwen3guard::LoadOptions {
-            precision: qwen3guard::Precision::Bf16,
-        },
-    )
-    .unwrap();
-    let mut worst = 0f32;
-    for case in reference::<Case>("stream") {
-        let (q32, r32, c32) = run_session(&f32_guard, &case, 16);
-        let (q16, r16, c16) = run_session(&bf16_guard, &case, 16);
-        let pairs = std::iter::once((&q32, &q16))
-            .chain(r32.iter().zip(&r16))
-            .chain(c32.iter().zip(&c16));
-        for (a, b) in pairs {
-            for (x, y) in a.iter().zip(b) {
-                worst = worst.max((x - y).abs());
+    for precision in [qwen3guard::Precision::Bf16, qwen3guard::Precision::Q8] {
+        let reduced = StreamGuard::load(
+            &Checkpoint::open(&fixture("stream")).unwrap(),
+            &qwen3guard::LoadOptions { precision },
+        )
+        .unwrap();
+        let mut worst = 0f32;
+        for case in reference::<Case>("stream") {
+            let (q32, r32, c32) = run_session(&f32_guard, &case, 16);
+            let (q, r, c) = run_session(&reduced, &case, 16);
+            let pairs = std::iter::once((&q32, &q))
+                .chain(r32.iter().zip(&r))
+                .chain(c32.iter().zip(&c));
+            for (a, b) in pairs {
+                for (x, y) in a.iter().zip(b) {
+                    worst = worst.max((x - y).abs());
+                }
             }
         }
+        println!("{precision} vs f32, stream fixture: max probability difference {worst:.5}");
+        assert!(
+            worst > 0.0,
+            "{precision} computed exactly f32: its kernel is not in use"
+        );
+        assert!(worst < 0.05, "{precision} drifts {worst} from f32");
     }
-    println!("bf16 vs f32, stream fixture: max probability difference {worst:.5}");
-    assert!(
-        worst > 0.0,
-        "bf16 path computed exactly f32: the kernel is not in use"
-    );
-    assert!(worst < 0.05, "bf16 drifts {worst} from f32");
 }

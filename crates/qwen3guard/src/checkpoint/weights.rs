@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::device::{LoadOptions, Precision};
 use crate::error::{Error, Result};
-use crate::model::Bf16Matrix;
+use crate::model::{Bf16Matrix, PackedMatrix, Q8Matrix};
 
 /// One mapped weight file.
 struct WeightFile {
@@ -34,7 +34,8 @@ pub struct Weights {
     location: HashMap<String, usize>,
     device: Device,
     dtype: DType,
-    bf16_matrices: bool,
+    /// On CPU in bf16 or 8-bit: matrices are packed for the crate's own kernels.
+    packing: Option<Precision>,
 }
 
 #[derive(Deserialize)]
@@ -46,21 +47,35 @@ impl Weights {
     /// Maps the weights in `dir`: `model.safetensors`, or the shards that
     /// `model.safetensors.index.json` lists, for loading as `options` say.
     ///
-    /// On CPU in bf16, matrices are kept as bf16 for the native kernel and everything else
-    /// (norms, activations, caches) is f32; elsewhere every tensor takes the precision's
-    /// dtype.
+    /// On CPU in bf16 or 8-bit, matrices are packed for the crate's own kernels and
+    /// everything else (norms, activations, caches) is f32; elsewhere every tensor takes
+    /// the precision's dtype.
     pub fn open(dir: &Path, options: &LoadOptions) -> Result<Self> {
         let device = options.device()?;
-        let bf16_matrices = options.precision == Precision::Bf16 && device.is_cpu();
-        let dtype = if bf16_matrices {
+        let packing = match options.precision {
+            Precision::F32 => None,
+            other if device.is_cpu() => Some(other),
+            Precision::Q8 => {
+                return Err(Error::Unsupported(
+                    "8-bit weights are implemented for the CPU only".into(),
+                ))
+            }
+            Precision::Bf16 => None,
+        };
+        let dtype = if packing.is_some() {
             DType::F32
         } else {
             options.precision.dtype()
         };
-        Self::open_with(dir, &device, dtype, bf16_matrices)
+        Self::open_with(dir, &device, dtype, packing)
     }
 
-    fn open_with(dir: &Path, device: &Device, dtype: DType, bf16_matrices: bool) -> Result<Self> {
+    fn open_with(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        packing: Option<Precision>,
+    ) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let paths = if index_path.is_file() {
@@ -90,7 +105,7 @@ impl Weights {
             location,
             device: device.clone(),
             dtype,
-            bf16_matrices,
+            packing,
         })
     }
 
@@ -104,9 +119,9 @@ impl Weights {
         self.dtype
     }
 
-    /// Whether matrices are loaded with [`Self::get_bf16`] for the bf16 kernel.
-    pub fn bf16_matrices(&self) -> bool {
-        self.bf16_matrices
+    /// Whether matrices are loaded with [`Self::get_packed`] for the crate's kernels.
+    pub fn packs_matrices(&self) -> bool {
+        self.packing.is_some()
     }
 
     /// The device tensors are placed on.
@@ -123,25 +138,17 @@ impl Weights {
         Ok(tensor)
     }
 
-    /// Fetches the matrix `name` of shape `(rows, cols)` as bf16 rows.
-    pub fn get_bf16(&self, name: &str, rows: usize, cols: usize) -> Result<Bf16Matrix> {
+    /// Fetches the matrix `name` of shape `(rows, cols)` packed for the precision.
+    pub fn get_packed(&self, name: &str, rows: usize, cols: usize) -> Result<PackedMatrix> {
         let (file, bytes, stored) = self.raw(name, &[rows, cols])?;
-        let matrix = match stored {
-            DType::BF16 => Bf16Matrix::from_le_bytes(bytes, rows, cols),
-            DType::F16 => {
-                let values: Vec<f32> = bytes
-                    .chunks_exact(2)
-                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect();
-                Bf16Matrix::from_f32(&values, rows, cols)
+        let matrix = match (self.packing, stored) {
+            (Some(Precision::Bf16), DType::BF16) => {
+                PackedMatrix::Bf16(Bf16Matrix::from_le_bytes(bytes, rows, cols))
             }
-            _ => {
-                let values: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                Bf16Matrix::from_f32(&values, rows, cols)
+            (Some(Precision::Q8), _) => {
+                PackedMatrix::Q8(Q8Matrix::from_f32(&widen(bytes, stored), rows, cols))
             }
+            _ => PackedMatrix::Bf16(Bf16Matrix::from_f32(&widen(bytes, stored), rows, cols)),
         };
         file.release(bytes);
         Ok(matrix)
@@ -213,6 +220,24 @@ impl WeightFile {
                     .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
             };
         }
+    }
+}
+
+/// Stored little-endian values widened to f32.
+fn widen(bytes: &[u8], stored: DType) -> Vec<f32> {
+    match stored {
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
     }
 }
 

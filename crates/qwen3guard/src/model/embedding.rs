@@ -6,23 +6,23 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::Weights;
 use crate::error::Result;
-use crate::model::{Bf16Matrix, Linear};
+use crate::model::{Linear, PackedMatrix};
 
-/// `(vocab, hidden)` embeddings, as a tensor or as bf16 rows.
+/// `(vocab, hidden)` embeddings, as a tensor or as packed rows.
 #[derive(Debug, Clone)]
 pub enum Embedding {
     /// A tensor in the compute dtype.
     Dense(Tensor),
-    /// bf16 rows, widened to f32 when looked up.
-    Bf16(Arc<Bf16Matrix>),
+    /// Compact rows, widened to f32 when looked up.
+    Packed(Arc<PackedMatrix>),
 }
 
 impl Embedding {
     /// Loads `name` of shape `(vocab, hidden)`.
     pub fn new(weights: &Weights, name: &str, vocab: usize, hidden: usize) -> Result<Self> {
-        if weights.bf16_matrices() {
-            return Ok(Embedding::Bf16(Arc::new(
-                weights.get_bf16(name, vocab, hidden)?,
+        if weights.packs_matrices() {
+            return Ok(Embedding::Packed(Arc::new(
+                weights.get_packed(name, vocab, hidden)?,
             )));
         }
         Ok(Embedding::Dense(weights.get(name, &[vocab, hidden])?))
@@ -32,11 +32,11 @@ impl Embedding {
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
         match self {
             Embedding::Dense(table) => Ok(table.index_select(&Tensor::new(ids, device)?, 0)?),
-            Embedding::Bf16(matrix) => {
-                let values: Vec<f32> = ids
-                    .iter()
-                    .flat_map(|&id| matrix.row_f32(id as usize))
-                    .collect();
+            Embedding::Packed(matrix) => {
+                let mut values = Vec::with_capacity(ids.len() * matrix.cols());
+                for &id in ids {
+                    matrix.extend_row(id as usize, &mut values);
+                }
                 Ok(Tensor::from_vec(
                     values,
                     (ids.len(), matrix.cols()),
@@ -50,7 +50,7 @@ impl Embedding {
     pub fn as_linear(&self) -> Result<Linear> {
         match self {
             Embedding::Dense(table) => Linear::from_weight(table),
-            Embedding::Bf16(matrix) => Ok(Linear::Bf16(matrix.clone())),
+            Embedding::Packed(matrix) => Ok(Linear::Packed(matrix.clone())),
         }
     }
 }

@@ -1,26 +1,20 @@
 //! The two primitive layers every block uses: a bias-free linear map and RMSNorm, plus the
 //! one matrix-product function all of them go through.
 //!
-//! Keeping the product in one function is deliberate: it is the single place that decides
-//! how a dtype is multiplied on the current device (candle's CPU backend has no bf16
-//! matmul; there the operands are widened to f32, which is also how a bf16 reference
-//! accumulates, and the result is rounded back).
+//! Weights are either candle tensors (f32, or any dtype on an accelerator) multiplied by
+//! candle, or [`PackedMatrix`] formats (bf16, 8-bit) with their own CPU kernels; `Linear`
+//! is the one place that chooses.
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::checkpoint::Weights;
 use crate::error::Result;
-use crate::model::Bf16Matrix;
+use crate::model::PackedMatrix;
 
-/// `a @ b` for `a: (..., m, k)` and `b: (..., k, n)`.
+/// `a @ b` for `a: (..., m, k)` and `b: (..., k, n)`, tensors in the compute dtype.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let dtype = a.dtype();
-    if dtype == DType::BF16 && matches!(a.device(), Device::Cpu) {
-        let product = a.to_dtype(DType::F32)?.matmul(&b.to_dtype(DType::F32)?)?;
-        return Ok(product.to_dtype(dtype)?);
-    }
     Ok(a.matmul(b)?)
 }
 
@@ -30,8 +24,8 @@ pub enum Linear {
     /// A tensor in the compute dtype, stored transposed `(in, out)` so that the product
     /// needs no per-call transpose.
     Dense(Tensor),
-    /// bf16 weights multiplied by the native bf16 kernel (CPU, bf16 precision).
-    Bf16(Arc<Bf16Matrix>),
+    /// Compact weights with their own kernel (CPU, bf16 or 8-bit precision).
+    Packed(Arc<PackedMatrix>),
 }
 
 impl Linear {
@@ -44,7 +38,7 @@ impl Linear {
     pub fn out_features(&self) -> Result<usize> {
         Ok(match self {
             Linear::Dense(weight_t) => weight_t.dim(1)?,
-            Linear::Bf16(matrix) => matrix.rows(),
+            Linear::Packed(matrix) => matrix.rows(),
         })
     }
 
@@ -56,7 +50,7 @@ impl Linear {
         let flat = x.reshape((rows, inner))?;
         let y = match self {
             Linear::Dense(weight_t) => matmul(&flat, weight_t)?,
-            Linear::Bf16(matrix) => {
+            Linear::Packed(matrix) => {
                 let input: Vec<f32> = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 let output = matrix.matmul(&input, rows);
                 Tensor::from_vec(output, (rows, matrix.rows()), x.device())?.to_dtype(x.dtype())?
@@ -70,13 +64,13 @@ impl Linear {
     }
 }
 
-/// Loads `{name}.weight` of shape `(out, in)`, as bf16 matrix or tensor as the weights'
+/// Loads `{name}.weight` of shape `(out, in)`, packed or as a tensor as the weights.
 /// precision says.
 pub fn linear(weights: &Weights, name: &str, input: usize, output: usize) -> Result<Linear> {
     let name = format!("{name}.weight");
-    if weights.bf16_matrices() {
-        return Ok(Linear::Bf16(Arc::new(
-            weights.get_bf16(&name, output, input)?,
+    if weights.packs_matrices() {
+        return Ok(Linear::Packed(Arc::new(
+            weights.get_packed(&name, output, input)?,
         )));
     }
     Linear::from_weight(&weights.get(&name, &[output, input])?)

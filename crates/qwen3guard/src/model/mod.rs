@@ -13,6 +13,8 @@ mod heads;
 mod layer;
 mod linear;
 mod mlp;
+mod packed;
+mod q8;
 mod rotary;
 
 pub use attention::Attention;
@@ -24,4 +26,6 @@ pub use heads::{ClassifierHead, GuardHeads, HeadOutput, LmHead};
 pub use layer::DecoderLayer;
 pub use linear::{linear, matmul, Linear, RmsNorm};
 pub use mlp::Mlp;
+pub use packed::PackedMatrix;
+pub use q8::Q8Matrix;
 pub use rotary::Rotary;
