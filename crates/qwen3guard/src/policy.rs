@@ -44,6 +44,33 @@ impl Severity {
     }
 }
 
+/// Probabilities of the three severities (JSON keys `Safe`, `Unsafe`, `Controversial`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeverityProbs {
+    /// P(Safe).
+    #[serde(rename = "Safe")]
+    pub safe: f32,
+    /// P(Unsafe).
+    #[serde(rename = "Unsafe")]
+    pub unsafe_: f32,
+    /// P(Controversial).
+    #[serde(rename = "Controversial")]
+    pub controversial: f32,
+}
+
+impl SeverityProbs {
+    /// The most probable severity (Unsafe, then Controversial, on ties).
+    pub fn best(&self) -> Severity {
+        if self.unsafe_ >= self.safe && self.unsafe_ >= self.controversial {
+            Severity::Unsafe
+        } else if self.controversial > self.safe {
+            Severity::Controversial
+        } else {
+            Severity::Safe
+        }
+    }
+}
+
 /// What Controversial means for a deployment (paper, Tables 2-6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -19,7 +19,7 @@ use crate::checkpoint::{Checkpoint, Variant};
 use crate::device::LoadOptions;
 use crate::error::{Error, Result};
 use crate::model::{Backbone, KvCache, LmHead};
-use crate::policy::{parse_gen_output, Severity};
+use crate::policy::{parse_gen_output, Severity, SeverityProbs};
 use crate::prompt::{Conversation, Prompter, RenderOptions, RenderedPrompt, Task};
 
 pub use draft::FormatTrie;
@@ -59,31 +59,7 @@ impl Default for GenOptions {
 
 /// Probabilities of the three labels at the position after `Safety:`, renormalised over
 /// the three.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Scores {
-    /// P(Safe).
-    #[serde(rename = "Safe")]
-    pub safe: f32,
-    /// P(Unsafe).
-    #[serde(rename = "Unsafe")]
-    pub unsafe_: f32,
-    /// P(Controversial).
-    #[serde(rename = "Controversial")]
-    pub controversial: f32,
-}
-
-impl Scores {
-    /// The most probable label.
-    pub fn best(&self) -> Severity {
-        if self.unsafe_ >= self.safe && self.unsafe_ >= self.controversial {
-            Severity::Unsafe
-        } else if self.controversial > self.safe {
-            Severity::Controversial
-        } else {
-            Severity::Safe
-        }
-    }
-}
+pub type Scores = SeverityProbs;
 
 /// Gen's verdict on a conversation.
 #[derive(Debug, Clone, Serialize)]

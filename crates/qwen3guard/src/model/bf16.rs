@@ -8,7 +8,8 @@
 //! (bf16 x bf16 is exact in f32) with a different summation order.
 
 use half::bf16;
-use rayon::prelude::*;
+
+use crate::model::packed::tiled;
 
 /// Row-major `(rows, cols)` bf16 matrix, each row padded with zeros to a multiple of 32
 /// so the kernel never needs a tail loop.
@@ -19,11 +20,6 @@ pub struct Bf16Matrix {
     cols: usize,
     stride: usize,
 }
-
-/// Output columns handled by one parallel task.
-const COLUMN_BLOCK: usize = 64;
-/// Activation rows handled together, so one pass over a weight block serves them all.
-const ROW_BLOCK: usize = 64;
 
 impl Bf16Matrix {
     /// Builds from little-endian bf16 bytes (`rows * cols * 2` of them).
@@ -80,54 +76,17 @@ impl Bf16Matrix {
                 *d = bf16::from_f32(s).to_bits();
             }
         }
-        let mut out = vec![0f32; m * n];
-        if m == 1 {
-            // Decoding: one output row, split across threads directly.
-            out.par_chunks_mut(COLUMN_BLOCK)
-                .enumerate()
-                .for_each(|(b, chunk)| {
-                    let n0 = b * COLUMN_BLOCK;
-                    block(
-                        &xb,
-                        1,
-                        &self.data[n0 * stride..],
-                        chunk.len(),
-                        stride,
-                        chunk,
-                        chunk.len(),
-                    );
-                });
-            return out;
-        }
-        // Prefill: tasks own (row block, column block) tiles written to their own buffer.
-        let tiles: Vec<(usize, usize)> = (0..m)
-            .step_by(ROW_BLOCK)
-            .flat_map(|m0| (0..n).step_by(COLUMN_BLOCK).map(move |n0| (m0, n0)))
-            .collect();
-        let results: Vec<(usize, usize, usize, usize, Vec<f32>)> = tiles
-            .into_par_iter()
-            .map(|(m0, n0)| {
-                let (mb, nb) = ((m - m0).min(ROW_BLOCK), (n - n0).min(COLUMN_BLOCK));
-                let mut tile = vec![0f32; mb * nb];
-                block(
-                    &xb[m0 * stride..],
-                    mb,
-                    &self.data[n0 * stride..],
-                    nb,
-                    stride,
-                    &mut tile,
-                    nb,
-                );
-                (m0, n0, mb, nb, tile)
-            })
-            .collect();
-        for (m0, n0, mb, nb, tile) in results {
-            for r in 0..mb {
-                out[(m0 + r) * n + n0..(m0 + r) * n + n0 + nb]
-                    .copy_from_slice(&tile[r * nb..(r + 1) * nb]);
-            }
-        }
-        out
+        tiled(m, n, |m0, mb, n0, nb, out, ld| {
+            block(
+                &xb[m0 * stride..],
+                mb,
+                &self.data[n0 * stride..],
+                nb,
+                stride,
+                out,
+                ld,
+            );
+        })
     }
 }
 

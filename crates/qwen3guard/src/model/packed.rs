@@ -4,6 +4,8 @@
 //! their matrices here instead: bf16 ([`Bf16Matrix`]) or 8-bit ([`Q8Matrix`]). Activations
 //! stay f32 between products.
 
+use rayon::prelude::*;
+
 use crate::model::{Bf16Matrix, Q8Matrix};
 
 /// A `(rows, cols)` weight matrix in one of the compact formats.
@@ -47,4 +49,50 @@ impl PackedMatrix {
             PackedMatrix::Q8(w) => w.matmul(x, m),
         }
     }
+}
+
+/// Output columns handled by one parallel task.
+const COLUMN_BLOCK: usize = 64;
+/// Activation rows handled together, so one pass over a weight block serves them all.
+const ROW_BLOCK: usize = 64;
+
+/// Runs a product `(m, k) x (n, k)^T -> (m, n)` tile by tile on the thread pool.
+/// `tile(m0, mb, n0, nb, out, ld)` fills `out[r * ld + c]` for activation rows
+/// `m0..m0 + mb` and weight rows `n0..n0 + nb`.
+pub(crate) fn tiled<F>(m: usize, n: usize, tile: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, usize, usize, &mut [f32], usize) + Sync,
+{
+    let mut out = vec![0f32; m * n];
+    if m == 1 {
+        // Decoding: one output row, split across threads directly.
+        out.par_chunks_mut(COLUMN_BLOCK)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                let len = chunk.len();
+                tile(0, 1, b * COLUMN_BLOCK, len, chunk, len);
+            });
+        return out;
+    }
+    // Prefill: each task owns a (row block, column block) tile in its own buffer.
+    let tiles: Vec<(usize, usize)> = (0..m)
+        .step_by(ROW_BLOCK)
+        .flat_map(|m0| (0..n).step_by(COLUMN_BLOCK).map(move |n0| (m0, n0)))
+        .collect();
+    let results: Vec<(usize, usize, usize, usize, Vec<f32>)> = tiles
+        .into_par_iter()
+        .map(|(m0, n0)| {
+            let (mb, nb) = ((m - m0).min(ROW_BLOCK), (n - n0).min(COLUMN_BLOCK));
+            let mut buf = vec![0f32; mb * nb];
+            tile(m0, mb, n0, nb, &mut buf, nb);
+            (m0, n0, mb, nb, buf)
+        })
+        .collect();
+    for (m0, n0, mb, nb, buf) in results {
+        for r in 0..mb {
+            out[(m0 + r) * n + n0..(m0 + r) * n + n0 + nb]
+                .copy_from_slice(&buf[r * nb..(r + 1) * nb]);
+        }
+    }
+    out
 }

@@ -8,14 +8,10 @@
 //! `128 * sum(x_q)` per block, which depends on the activation row only and is removed
 //! once per output. Without VNNI a portable loop computes the same integer sums.
 
-use rayon::prelude::*;
+use crate::model::packed::tiled;
 
 /// Activation block: one f32 scale per this many values.
 const BLOCK: usize = 64;
-/// Output columns handled by one parallel task.
-const COLUMN_BLOCK: usize = 64;
-/// Activation rows handled together.
-const ROW_BLOCK: usize = 64;
 
 /// Row-major `(rows, cols)` int8 matrix (stored as `q + 128`), rows padded to a multiple of
 /// 64 with the offset of zero.
@@ -84,39 +80,9 @@ impl Q8Matrix {
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let n = self.rows;
         let xq = quantize(x, m, self.cols, self.stride);
-        let tile = |m0: usize, mb: usize, n0: usize, nb: usize, out: &mut [f32], ld: usize| {
+        tiled(m, n, |m0, mb, n0, nb, out, ld| {
             block(&xq, m0, mb, self, n0, nb, out, ld);
-        };
-        let mut out = vec![0f32; m * n];
-        if m == 1 {
-            out.par_chunks_mut(COLUMN_BLOCK)
-                .enumerate()
-                .for_each(|(b, chunk)| {
-                    let len = chunk.len();
-                    tile(0, 1, b * COLUMN_BLOCK, len, chunk, len);
-                });
-            return out;
-        }
-        let tiles: Vec<(usize, usize)> = (0..m)
-            .step_by(ROW_BLOCK)
-            .flat_map(|m0| (0..n).step_by(COLUMN_BLOCK).map(move |n0| (m0, n0)))
-            .collect();
-        let results: Vec<(usize, usize, usize, usize, Vec<f32>)> = tiles
-            .into_par_iter()
-            .map(|(m0, n0)| {
-                let (mb, nb) = ((m - m0).min(ROW_BLOCK), (n - n0).min(COLUMN_BLOCK));
-                let mut buf = vec![0f32; mb * nb];
-                tile(m0, mb, n0, nb, &mut buf, nb);
-                (m0, n0, mb, nb, buf)
-            })
-            .collect();
-        for (m0, n0, mb, nb, buf) in results {
-            for r in 0..mb {
-                out[(m0 + r) * n + n0..(m0 + r) * n + n0 + nb]
-                    .copy_from_slice(&buf[r * nb..(r + 1) * nb]);
-            }
-        }
-        out
+        })
     }
 }
 

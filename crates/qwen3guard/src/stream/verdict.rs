@@ -3,21 +3,10 @@
 
 use serde::Serialize;
 
-use crate::policy::Severity;
+use crate::policy::{Severity, SeverityProbs};
 
 /// The three risk probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RiskProbs {
-    /// P(Safe).
-    #[serde(rename = "Safe")]
-    pub safe: f32,
-    /// P(Unsafe).
-    #[serde(rename = "Unsafe")]
-    pub unsafe_: f32,
-    /// P(Controversial).
-    #[serde(rename = "Controversial")]
-    pub controversial: f32,
-}
+pub type RiskProbs = SeverityProbs;
 
 /// The verdict of the response heads at one position.
 #[derive(Debug, Clone, Serialize)]
