@@ -1,17 +1,16 @@
 //! Grouped-query self-attention with per-head q/k RMSNorm and RoPE (Qwen3).
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, D};
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::{linear, matmul, KvCache, Linear, RmsNorm, Rotary};
+use crate::model::{linear, matmul, stacked_linear, KvCache, Linear, RmsNorm, Rotary};
 
 /// One layer's attention (`model.layers.{i}.self_attn`).
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked: one product for all three.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -26,10 +25,10 @@ impl Attention {
     pub fn new(cfg: &Qwen3Config, weights: &Weights, prefix: &str) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let (heads, kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let names = ["q_proj", "k_proj", "v_proj"].map(|n| format!("{prefix}.{n}"));
+        let names = names.each_ref().map(String::as_str);
         Ok(Attention {
-            q_proj: linear(weights, &format!("{prefix}.q_proj"), h, heads * d)?,
-            k_proj: linear(weights, &format!("{prefix}.k_proj"), h, kv_heads * d)?,
-            v_proj: linear(weights, &format!("{prefix}.v_proj"), h, kv_heads * d)?,
+            qkv_proj: stacked_linear(weights, &names, h, &[heads * d, kv_heads * d, kv_heads * d])?,
             o_proj: linear(weights, &format!("{prefix}.o_proj"), heads * d, h)?,
             q_norm: RmsNorm::new(weights, &format!("{prefix}.q_norm"), d, cfg.rms_norm_eps)?,
             k_norm: RmsNorm::new(weights, &format!("{prefix}.k_norm"), d, cfg.rms_norm_eps)?,
@@ -54,18 +53,20 @@ impl Attention {
         let offset = cache.len();
         let d = self.head_dim;
 
-        // 1. Project and split heads: (B, L, H*D) -> (B, L, H, D), norm each head,
-        //    -> (B, H, L, D).
-        let q = self.q_proj.forward(x)?.reshape((b, len, self.heads, d))?;
+        // 1. Project (one product for q, k, v) and split heads: (B, L, H*D) ->
+        //    (B, L, H, D), norm each head, -> (B, H, L, D).
+        let qkv = self.qkv_proj.forward(x)?;
+        let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        let q = qkv
+            .narrow(D::Minus1, 0, q_width)?
+            .reshape((b, len, self.heads, d))?;
         let q = self.q_norm.forward(&q)?.transpose(1, 2)?;
-        let k = self
-            .k_proj
-            .forward(x)?
+        let k = qkv
+            .narrow(D::Minus1, q_width, kv_width)?
             .reshape((b, len, self.kv_heads, d))?;
         let k = self.k_norm.forward(&k)?.transpose(1, 2)?;
-        let v = self
-            .v_proj
-            .forward(x)?
+        let v = qkv
+            .narrow(D::Minus1, q_width + kv_width, kv_width)?
             .reshape((b, len, self.kv_heads, d))?
             .transpose(1, 2)?;
 

@@ -48,6 +48,24 @@ impl Bf16Matrix {
         Self::from_le_bytes(&bytes, rows, cols)
     }
 
+    /// The rows of `parts` one after another (all with the same number of columns).
+    pub fn stack(parts: Vec<Self>) -> Self {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        let stride = cols.div_ceil(32) * 32;
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut data = Vec::with_capacity(rows * stride);
+        for part in parts {
+            debug_assert_eq!(part.cols, cols);
+            data.extend(part.data);
+        }
+        Bf16Matrix {
+            data,
+            rows,
+            cols,
+            stride,
+        }
+    }
+
     /// Number of rows (output features).
     pub fn rows(&self) -> usize {
         self.rows

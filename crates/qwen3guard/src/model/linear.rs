@@ -76,6 +76,30 @@ pub fn linear(weights: &Weights, name: &str, input: usize, output: usize) -> Res
     Linear::from_weight(&weights.get(&name, &[output, input])?)
 }
 
+/// Loads several `(out_i, in)` matrices `{name}.weight` as one `(sum out_i, in)` map, so
+/// that projections reading the same input (q/k/v, gate/up) cost one product.
+pub fn stacked_linear(
+    weights: &Weights,
+    names: &[&str],
+    input: usize,
+    outputs: &[usize],
+) -> Result<Linear> {
+    if weights.packs_matrices() {
+        let parts = names
+            .iter()
+            .zip(outputs)
+            .map(|(name, &out)| weights.get_packed(&format!("{name}.weight"), out, input))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Linear::Packed(Arc::new(PackedMatrix::stack(parts))));
+    }
+    let parts = names
+        .iter()
+        .zip(outputs)
+        .map(|(name, &out)| weights.get(&format!("{name}.weight"), &[out, input]))
+        .collect::<Result<Vec<_>>>()?;
+    Linear::from_weight(&Tensor::cat(&parts, 0)?)
+}
+
 /// Root-mean-square normalisation over the last axis: `x / sqrt(mean(x^2) + eps) * w`.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {

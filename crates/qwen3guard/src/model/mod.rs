@@ -24,7 +24,7 @@ pub use cache::KvCache;
 pub use embedding::Embedding;
 pub use heads::{ClassifierHead, GuardHeads, HeadOutput, LmHead};
 pub use layer::DecoderLayer;
-pub use linear::{linear, matmul, Linear, RmsNorm};
+pub use linear::{linear, matmul, stacked_linear, Linear, RmsNorm};
 pub use mlp::Mlp;
 pub use packed::PackedMatrix;
 pub use q8::Q8Matrix;

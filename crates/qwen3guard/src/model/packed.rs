@@ -18,6 +18,24 @@ pub enum PackedMatrix {
 }
 
 impl PackedMatrix {
+    /// The rows of `parts` one after another; all parts have one format (they come from
+    /// one load) and the same number of columns.
+    pub fn stack(parts: Vec<Self>) -> Self {
+        let mut bf16 = Vec::new();
+        let mut q8 = Vec::new();
+        for part in parts {
+            match part {
+                PackedMatrix::Bf16(m) => bf16.push(m),
+                PackedMatrix::Q8(m) => q8.push(m),
+            }
+        }
+        if q8.is_empty() {
+            PackedMatrix::Bf16(Bf16Matrix::stack(bf16))
+        } else {
+            PackedMatrix::Q8(Q8Matrix::stack(q8))
+        }
+    }
+
     /// Number of rows (output features).
     pub fn rows(&self) -> usize {
         match self {

@@ -58,6 +58,26 @@ impl Q8Matrix {
         }
     }
 
+    /// The rows of `parts` one after another (all with the same number of columns).
+    pub fn stack(parts: Vec<Self>) -> Self {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        let stride = cols.div_ceil(BLOCK) * BLOCK;
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let (mut data, mut scales) = (Vec::with_capacity(rows * stride), Vec::with_capacity(rows));
+        for part in parts {
+            debug_assert_eq!(part.cols, cols);
+            data.extend(part.data);
+            scales.extend(part.scales);
+        }
+        Q8Matrix {
+            data,
+            scales,
+            rows,
+            cols,
+            stride,
+        }
+    }
+
     /// Number of rows (output features).
     pub fn rows(&self) -> usize {
         self.rows
