@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::device::{LoadOptions, Precision};
 use crate::error::{Error, Result};
-use crate::model::{Bf16Matrix, PackedMatrix, Q8Matrix};
+use crate::model::{Bf16Matrix, F32Matrix, PackedMatrix, Q8Matrix};
 
 /// One mapped weight file.
 struct WeightFile {
@@ -34,7 +34,7 @@ pub struct Weights {
     location: HashMap<String, usize>,
     device: Device,
     dtype: DType,
-    /// On CPU in bf16 or 8-bit: matrices are packed for the crate's own kernels.
+    /// On CPU: matrices are packed for the crate's own kernels, in this precision.
     packing: Option<Precision>,
 }
 
@@ -47,14 +47,13 @@ impl Weights {
     /// Maps the weights in `dir`: `model.safetensors`, or the shards that
     /// `model.safetensors.index.json` lists, for loading as `options` say.
     ///
-    /// On CPU in bf16 or 8-bit, matrices are packed for the crate's own kernels and
-    /// everything else (norms, activations, caches) is f32; elsewhere every tensor takes
-    /// the precision's dtype.
+    /// On CPU, matrices are packed for the crate's own kernels and everything else (norms,
+    /// activations, caches) is f32; elsewhere every tensor takes the precision's dtype.
     pub fn open(dir: &Path, options: &LoadOptions) -> Result<Self> {
         let device = options.device()?;
         let packing = match options.precision {
-            Precision::F32 => None,
             other if device.is_cpu() => Some(other),
+            Precision::F32 => None,
             Precision::Q8 => {
                 return Err(Error::Unsupported(
                     "8-bit weights are implemented for the CPU only".into(),
@@ -147,6 +146,9 @@ impl Weights {
             }
             (Some(Precision::Q8), _) => {
                 PackedMatrix::Q8(Q8Matrix::from_f32(&widen(bytes, stored), rows, cols))
+            }
+            (Some(Precision::F32), _) => {
+                PackedMatrix::F32(F32Matrix::from_f32(&widen(bytes, stored), rows, cols))
             }
             _ => PackedMatrix::Bf16(Bf16Matrix::from_f32(&widen(bytes, stored), rows, cols)),
         };

@@ -1,16 +1,19 @@
 //! Weight matrices in a compact format with their own CPU product kernel.
 //!
-//! candle's CPU backend multiplies f32 (and f16) only. The reduced-precision options keep
-//! their matrices here instead: bf16 ([`Bf16Matrix`]) or 8-bit ([`Q8Matrix`]). Activations
-//! stay f32 between products.
+//! On the CPU every weight matrix lives here, in the precision's format: f32
+//! ([`F32Matrix`]), bf16 ([`Bf16Matrix`]) or 8-bit ([`Q8Matrix`]), each with a kernel that
+//! reads weight rows directly (candle's CPU backend has no bf16 or int8 product, and its f32
+//! product repacks the weights on every call). Activations stay f32 between products.
 
 use rayon::prelude::*;
 
-use crate::model::{Bf16Matrix, Q8Matrix};
+use crate::model::{Bf16Matrix, F32Matrix, Q8Matrix};
 
 /// A `(rows, cols)` weight matrix in one of the compact formats.
 #[derive(Debug)]
 pub enum PackedMatrix {
+    /// f32, multiplied with fused multiply-adds.
+    F32(F32Matrix),
     /// bfloat16, multiplied with the bf16 dot-product instruction.
     Bf16(Bf16Matrix),
     /// int8 per row, multiplied with the VNNI byte dot-product instruction.
@@ -21,24 +24,27 @@ impl PackedMatrix {
     /// The rows of `parts` one after another; all parts have one format (they come from
     /// one load) and the same number of columns.
     pub fn stack(parts: Vec<Self>) -> Self {
-        let mut bf16 = Vec::new();
-        let mut q8 = Vec::new();
+        let (mut f32s, mut bf16s, mut q8s) = (Vec::new(), Vec::new(), Vec::new());
         for part in parts {
             match part {
-                PackedMatrix::Bf16(m) => bf16.push(m),
-                PackedMatrix::Q8(m) => q8.push(m),
+                PackedMatrix::F32(m) => f32s.push(m),
+                PackedMatrix::Bf16(m) => bf16s.push(m),
+                PackedMatrix::Q8(m) => q8s.push(m),
             }
         }
-        if q8.is_empty() {
-            PackedMatrix::Bf16(Bf16Matrix::stack(bf16))
+        if !q8s.is_empty() {
+            PackedMatrix::Q8(Q8Matrix::stack(q8s))
+        } else if !bf16s.is_empty() {
+            PackedMatrix::Bf16(Bf16Matrix::stack(bf16s))
         } else {
-            PackedMatrix::Q8(Q8Matrix::stack(q8))
+            PackedMatrix::F32(F32Matrix::stack(f32s))
         }
     }
 
     /// Number of rows (output features).
     pub fn rows(&self) -> usize {
         match self {
+            PackedMatrix::F32(m) => m.rows(),
             PackedMatrix::Bf16(m) => m.rows(),
             PackedMatrix::Q8(m) => m.rows(),
         }
@@ -47,6 +53,7 @@ impl PackedMatrix {
     /// Number of columns (input features).
     pub fn cols(&self) -> usize {
         match self {
+            PackedMatrix::F32(m) => m.cols(),
             PackedMatrix::Bf16(m) => m.cols(),
             PackedMatrix::Q8(m) => m.cols(),
         }
@@ -55,6 +62,7 @@ impl PackedMatrix {
     /// Row `r` widened to f32 (an embedding lookup), appended to `out`.
     pub fn extend_row(&self, r: usize, out: &mut Vec<f32>) {
         match self {
+            PackedMatrix::F32(m) => out.extend_from_slice(m.row(r)),
             PackedMatrix::Bf16(m) => out.extend(m.row_f32(r)),
             PackedMatrix::Q8(m) => out.extend(m.row_f32(r)),
         }
@@ -63,6 +71,7 @@ impl PackedMatrix {
     /// `x (m, cols) @ self^T -> (m, rows)`, row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         match self {
+            PackedMatrix::F32(w) => w.matmul(x, m),
             PackedMatrix::Bf16(w) => w.matmul(x, m),
             PackedMatrix::Q8(w) => w.matmul(x, m),
         }
