@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
+use crate::model::decode_attention::attend_one;
 use crate::model::{linear, matmul, stacked_linear, KvCache, Linear, RmsNorm, Rotary};
 
 /// One layer's attention (`model.layers.{i}.self_attn`).
@@ -77,6 +78,15 @@ impl Attention {
         // 3. Append to the cache; attend over everything cached: T = offset + L.
         let (keys, values) = cache.append(layer, &k, &v)?;
         let total = keys.dim(2)?;
+        if len == 1 {
+            // One new position: read the cache in place (see `decode_attention`).
+            if let Some((key_buf, value_buf)) = cache.buffers(layer) {
+                if let Some(out) = attend_one(&q, key_buf, value_buf, total, self.scale as f32)? {
+                    let out = out.transpose(1, 2)?.reshape((b, len, self.heads * d))?;
+                    return self.o_proj.forward(&out);
+                }
+            }
+        }
 
         // 4. Grouped-query attention without repeating K/V: the `rep` query heads that
         //    share a KV head are stacked along the sequence axis,

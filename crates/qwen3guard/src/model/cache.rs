@@ -85,6 +85,13 @@ impl KvCache {
             .sum()
     }
 
+    /// Layer `layer`'s whole key and value buffers `(1, kv_heads, capacity, head_dim)`
+    /// (positions past the filled ones are stale).
+    pub(crate) fn buffers(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        let entry = self.layers.get(layer)?;
+        Some((entry.keys.as_ref()?, entry.values.as_ref()?))
+    }
+
     /// Marks `count` new positions as filled once every layer has appended them.
     pub(crate) fn advance(&mut self, count: usize) {
         self.len += count;

@@ -8,6 +8,7 @@ mod attention;
 mod backbone;
 mod bf16;
 mod cache;
+mod decode_attention;
 mod embedding;
 mod f32;
 mod heads;
