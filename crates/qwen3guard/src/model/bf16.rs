@@ -7,93 +7,56 @@
 //! the sums stay f32. Without that instruction a portable loop computes the same products
 //! (bf16 x bf16 is exact in f32) with a different summation order.
 
+use std::ops::Deref;
+
 use half::bf16;
 
 use crate::model::packed::tiled;
+use crate::model::padded::Padded;
 
-/// Row-major `(rows, cols)` bf16 matrix, each row padded with zeros to a multiple of 32
-/// so the kernel never needs a tail loop.
+/// Row-major `(rows, cols)` bf16 matrix (raw bits), each row padded with zeros to a
+/// multiple of 32 so the kernel never needs a tail loop.
 #[derive(Debug)]
-pub struct Bf16Matrix {
-    data: Vec<u16>,
-    rows: usize,
-    cols: usize,
-    stride: usize,
+pub struct Bf16Matrix(Padded<u16>);
+
+impl Deref for Bf16Matrix {
+    type Target = Padded<u16>;
+
+    fn deref(&self) -> &Padded<u16> {
+        &self.0
+    }
 }
 
 impl Bf16Matrix {
     /// Builds from little-endian bf16 bytes (`rows * cols * 2` of them).
     pub fn from_le_bytes(bytes: &[u8], rows: usize, cols: usize) -> Self {
-        let stride = cols.div_ceil(32) * 32;
-        let mut data = vec![0u16; rows * stride];
-        for (r, row) in bytes.chunks_exact(cols * 2).take(rows).enumerate() {
-            for (c, pair) in row.chunks_exact(2).enumerate() {
-                data[r * stride + c] = u16::from_le_bytes([pair[0], pair[1]]);
-            }
-        }
-        Bf16Matrix {
-            data,
-            rows,
-            cols,
-            stride,
-        }
+        Bf16Matrix(Padded::build(rows, cols, 32, 0, |i| {
+            u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])
+        }))
     }
 
     /// Builds by rounding f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        let bytes: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| bf16::from_f32(v).to_bits().to_le_bytes())
-            .collect();
-        Self::from_le_bytes(&bytes, rows, cols)
+        Bf16Matrix(Padded::build(rows, cols, 32, 0, |i| {
+            bf16::from_f32(values[i]).to_bits()
+        }))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
     pub fn stack(parts: Vec<Self>) -> Self {
-        let cols = parts.first().map_or(0, |p| p.cols);
-        let stride = cols.div_ceil(32) * 32;
-        let rows = parts.iter().map(|p| p.rows).sum();
-        let mut data = Vec::with_capacity(rows * stride);
-        for part in parts {
-            debug_assert_eq!(part.cols, cols);
-            data.extend(part.data);
-        }
-        Bf16Matrix {
-            data,
-            rows,
-            cols,
-            stride,
-        }
-    }
-
-    /// Number of rows (output features).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns (input features).
-    pub fn cols(&self) -> usize {
-        self.cols
+        Bf16Matrix(Padded::stack(parts.into_iter().map(|p| p.0).collect()))
     }
 
     /// Row `r` widened to f32 (an embedding lookup).
     pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
-        self.data[r * self.stride..r * self.stride + self.cols]
-            .iter()
-            .map(|&b| bf16::from_bits(b).to_f32())
+        self.row(r).iter().map(|&b| bf16::from_bits(b).to_f32())
     }
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (n, k, stride) = (self.rows, self.cols, self.stride);
-        debug_assert_eq!(x.len(), m * k);
+        let (n, stride) = (self.rows, self.stride);
         // Round the activations to bf16 once, padded like the weights.
-        let mut xb = vec![0u16; m * stride];
-        for (dst, src) in xb.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = bf16::from_f32(s).to_bits();
-            }
-        }
+        let xb = self.pad_like(x, m, 0, |v| bf16::from_f32(v).to_bits());
         tiled(m, n, |m0, mb, n0, nb, out, ld| {
             block(
                 &xb[m0 * stride..],

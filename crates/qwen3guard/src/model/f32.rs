@@ -5,74 +5,40 @@
 //! rows of a row-major weight are read once, directly, with fused multiply-adds on 16
 //! lanes. The tiling and threading are shared with the bf16 and 8-bit formats.
 
+use std::ops::Deref;
+
 use crate::model::packed::tiled;
+use crate::model::padded::Padded;
 
 /// Row-major `(rows, cols)` f32 matrix, rows padded with zeros to a multiple of 16.
 #[derive(Debug)]
-pub struct F32Matrix {
-    data: Vec<f32>,
-    rows: usize,
-    cols: usize,
-    stride: usize,
-}
+pub struct F32Matrix(Padded<f32>);
 
 const LANES: usize = 16;
+
+impl Deref for F32Matrix {
+    type Target = Padded<f32>;
+
+    fn deref(&self) -> &Padded<f32> {
+        &self.0
+    }
+}
 
 impl F32Matrix {
     /// Builds from row-major values.
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        let stride = cols.div_ceil(LANES) * LANES;
-        let mut data = vec![0f32; rows * stride];
-        for (dst, src) in data.chunks_exact_mut(stride).zip(values.chunks_exact(cols)) {
-            dst[..cols].copy_from_slice(src);
-        }
-        F32Matrix {
-            data,
-            rows,
-            cols,
-            stride,
-        }
+        F32Matrix(Padded::build(rows, cols, LANES, 0.0, |i| values[i]))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
     pub fn stack(parts: Vec<Self>) -> Self {
-        let cols = parts.first().map_or(0, |p| p.cols);
-        let stride = cols.div_ceil(LANES) * LANES;
-        let rows = parts.iter().map(|p| p.rows).sum();
-        let mut data = Vec::with_capacity(rows * stride);
-        for part in parts {
-            data.extend(part.data);
-        }
-        F32Matrix {
-            data,
-            rows,
-            cols,
-            stride,
-        }
-    }
-
-    /// Number of rows (output features).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns (input features).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Row `r` (an embedding lookup).
-    pub fn row(&self, r: usize) -> &[f32] {
-        &self.data[r * self.stride..r * self.stride + self.cols]
+        F32Matrix(Padded::stack(parts.into_iter().map(|p| p.0).collect()))
     }
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (k, stride) = (self.cols, self.stride);
-        let mut xp = vec![0f32; m * stride];
-        for (dst, src) in xp.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
-            dst[..k].copy_from_slice(src);
-        }
+        let stride = self.stride;
+        let xp = self.pad_like(x, m, 0.0, |v| v);
         tiled(m, self.rows, |m0, mb, n0, nb, out, ld| {
             let mut r = 0;
             while r < mb {

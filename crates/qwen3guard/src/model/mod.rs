@@ -16,6 +16,7 @@ mod layer;
 mod linear;
 mod mlp;
 mod packed;
+mod padded;
 mod q8;
 mod rotary;
 
@@ -30,5 +31,6 @@ pub use layer::DecoderLayer;
 pub use linear::{linear, matmul, stacked_linear, Linear, RmsNorm};
 pub use mlp::Mlp;
 pub use packed::PackedMatrix;
+pub use padded::Padded;
 pub use q8::Q8Matrix;
 pub use rotary::Rotary;

@@ -8,20 +8,28 @@
 //! `128 * sum(x_q)` per block, which depends on the activation row only and is removed
 //! once per output. Without VNNI a portable loop computes the same integer sums.
 
+use std::ops::Deref;
+
 use crate::model::packed::tiled;
+use crate::model::padded::Padded;
 
 /// Activation block: one f32 scale per this many values.
 const BLOCK: usize = 64;
 
-/// Row-major `(rows, cols)` int8 matrix (stored as `q + 128`), rows padded to a multiple of
-/// 64 with the offset of zero.
+/// Row-major `(rows, cols)` int8 matrix (stored as `q + 128`), rows padded to a multiple
+/// of 64 with the offset of zero, and one scale per row.
 #[derive(Debug)]
 pub struct Q8Matrix {
-    data: Vec<u8>,
+    values: Padded<u8>,
     scales: Vec<f32>,
-    rows: usize,
-    cols: usize,
-    stride: usize,
+}
+
+impl Deref for Q8Matrix {
+    type Target = Padded<u8>;
+
+    fn deref(&self) -> &Padded<u8> {
+        &self.values
+    }
 }
 
 /// Activations quantized for one product.
@@ -37,61 +45,39 @@ struct QuantizedRows {
 impl Q8Matrix {
     /// Quantizes f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        let stride = cols.div_ceil(BLOCK) * BLOCK;
-        let mut data = vec![128u8; rows * stride];
-        let mut scales = vec![0f32; rows];
-        for (r, row) in values.chunks_exact(cols).take(rows).enumerate() {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            scales[r] = scale;
-            for (c, &v) in row.iter().enumerate() {
-                let q = (v / scale).round().clamp(-127.0, 127.0) as i32;
-                data[r * stride + c] = (q + 128) as u8;
-            }
-        }
-        Q8Matrix {
-            data,
-            scales,
-            rows,
-            cols,
-            stride,
-        }
+        let scales: Vec<f32> = values
+            .chunks_exact(cols)
+            .take(rows)
+            .map(|row| {
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                if max > 0.0 {
+                    max / 127.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let values = Padded::build(rows, cols, BLOCK, 128u8, |i| {
+            let q = (values[i] / scales[i / cols]).round().clamp(-127.0, 127.0) as i32;
+            (q + 128) as u8
+        });
+        Q8Matrix { values, scales }
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
     pub fn stack(parts: Vec<Self>) -> Self {
-        let cols = parts.first().map_or(0, |p| p.cols);
-        let stride = cols.div_ceil(BLOCK) * BLOCK;
-        let rows = parts.iter().map(|p| p.rows).sum();
-        let (mut data, mut scales) = (Vec::with_capacity(rows * stride), Vec::with_capacity(rows));
-        for part in parts {
-            debug_assert_eq!(part.cols, cols);
-            data.extend(part.data);
-            scales.extend(part.scales);
-        }
-        Q8Matrix {
-            data,
-            scales,
-            rows,
-            cols,
-            stride,
-        }
-    }
-
-    /// Number of rows (output features).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns (input features).
-    pub fn cols(&self) -> usize {
-        self.cols
+        let scales = parts
+            .iter()
+            .flat_map(|p| p.scales.iter().copied())
+            .collect();
+        let values = Padded::stack(parts.into_iter().map(|p| p.values).collect());
+        Q8Matrix { values, scales }
     }
 
     /// Row `r` dequantized to f32 (an embedding lookup).
     pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
         let scale = self.scales[r];
-        self.data[r * self.stride..r * self.stride + self.cols]
+        self.row(r)
             .iter()
             .map(move |&q| (q as i32 - 128) as f32 * scale)
     }
