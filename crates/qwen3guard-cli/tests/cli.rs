@@ -5,39 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 
-/// What one run of the binary produced.
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `qwen3guard ARGS` with no configuration from this environment: the flags'
-/// environment variables and the Hugging Face settings are cleared, so only `args` count.
-fn qwen3guard(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_qwen3guard"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("QWEN3GUARD_") || name.starts_with("HF_") {
-            command.env_remove(&name);
-        }
-    }
-    // Tests run side by side; one kernel thread each keeps them from fighting for cores.
-    let output = command
-        .env("RAYON_NUM_THREADS", "1")
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    Output {
-        success: output.status.success(),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    }
-}
+mod common;
+use common::qwen3guard;
 
 /// Runs and parses stdout as one JSON document, failing with stderr if the run failed.
 fn json_of(args: &[&str]) -> Value {

@@ -2,36 +2,11 @@
 //! form of the contract, resuming from the command line, and one-line errors for bad input.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
 
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `qwen3guard ARGS` with this environment's `QWEN3GUARD_*` and `HF_*` settings removed.
-fn qwen3guard(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_qwen3guard"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("QWEN3GUARD_") || name.starts_with("HF_") {
-            command.env_remove(&name);
-        }
-    }
-    let output = command
-        .env("RAYON_NUM_THREADS", "1")
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    Output {
-        success: output.status.success(),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
+mod common;
+use common::qwen3guard;
 
 fn model(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
