@@ -191,6 +191,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::packed::sample_operands;
 
     fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         let round = |v: f32| bf16::from_f32(v).to_f32();
@@ -208,12 +209,7 @@ mod tests {
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
         for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 40)] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 61.0)
-                .collect();
+            let (x, w) = sample_operands(m, n, k);
             let matrix = Bf16Matrix::from_f32(&w, n, k);
             let ours = matrix.matmul(&x, m);
             let expected = reference(&x, m, &w, n, k);
@@ -224,12 +220,7 @@ mod tests {
                 );
             }
             let mut portable = vec![0f32; m * n];
-            let mut xb = vec![0u16; m * matrix.stride];
-            for r in 0..m {
-                for i in 0..k {
-                    xb[r * matrix.stride + i] = bf16::from_f32(x[r * k + i]).to_bits();
-                }
-            }
+            let xb = matrix.pad_like(&x, m, 0, |v| bf16::from_f32(v).to_bits());
             portable_block(&xb, m, &matrix.data, n, matrix.stride, &mut portable, n);
             for (a, b) in portable.iter().zip(&expected) {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));

@@ -121,16 +121,12 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::packed::sample_operands;
 
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
         for (m, n, k) in [(1, 7, 33), (5, 130, 70), (3, 3, 16), (67, 9, 40)] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 61.0)
-                .collect();
+            let (x, w) = sample_operands(m, n, k);
             let ours = F32Matrix::from_f32(&w, n, k).matmul(&x, m);
             for r in 0..m {
                 for c in 0..n {

@@ -123,3 +123,16 @@ where
     }
     out
 }
+
+/// Deterministic test operands for the kernels: `(m, k)` activations and `(n, k)`
+/// weights, spread over positive and negative values with no two rows alike.
+#[cfg(test)]
+pub(crate) fn sample_operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    let x = (0..m * k)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
+        .collect();
+    let w = (0..n * k)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 61.0)
+        .collect();
+    (x, w)
+}

@@ -144,6 +144,21 @@ fn block(
             return;
         }
     }
+    portable_block(x, m0, mb, w, n0, nb, out, ld);
+}
+
+/// The same sums without vector instructions.
+#[allow(clippy::too_many_arguments)]
+fn portable_block(
+    x: &QuantizedRows,
+    m0: usize,
+    mb: usize,
+    w: &Q8Matrix,
+    n0: usize,
+    nb: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
     for r in 0..mb {
         for c in 0..nb {
             let (xr, wr) = (m0 + r, n0 + c);
@@ -257,16 +272,12 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::packed::sample_operands;
 
     #[test]
     fn close_to_the_f32_product_for_odd_shapes() {
         for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 200)] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 61.0)
-                .collect();
+            let (x, w) = sample_operands(m, n, k);
             let ours = Q8Matrix::from_f32(&w, n, k).matmul(&x, m);
             for r in 0..m {
                 for c in 0..n {
@@ -285,30 +296,12 @@ mod tests {
     #[test]
     fn vector_and_portable_paths_agree() {
         let (m, n, k) = (6, 11, 150);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 29 % 83) as f32 - 41.0) / 13.0)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 31 % 89) as f32 - 44.0) / 17.0)
-            .collect();
+        let (x, w) = sample_operands(m, n, k);
         let matrix = Q8Matrix::from_f32(&w, n, k);
         let fast = matrix.matmul(&x, m);
         let xq = quantize(&x, m, k, matrix.stride);
         let mut portable = vec![0f32; m * n];
-        for r in 0..m {
-            for c in 0..n {
-                let mut total = 0f32;
-                for b in 0..xq.blocks {
-                    let mut sum = 0i32;
-                    for i in b * BLOCK..(b + 1) * BLOCK {
-                        sum += xq.data[r * matrix.stride + i] as i32
-                            * matrix.data[c * matrix.stride + i] as i32;
-                    }
-                    total += xq.scales[r * xq.blocks + b] * sum as f32;
-                }
-                portable[r * n + c] = matrix.scales[c] * (total - 128.0 * xq.offsets[r]);
-            }
-        }
+        portable_block(&xq, 0, m, &matrix, 0, n, &mut portable, n);
         for (a, b) in fast.iter().zip(&portable) {
             assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
         }
