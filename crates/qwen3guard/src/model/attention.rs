@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::decode_attention::attend_one;
+use crate::model::cache_attention::attend_cached;
 use crate::model::{linear, matmul, stacked_linear, KvCache, Linear, RmsNorm, Rotary};
 
 /// One layer's attention (`model.layers.{i}.self_attn`).
@@ -41,14 +41,12 @@ impl Attention {
     }
 
     /// `(1, L, hidden) -> (1, L, hidden)` for `L` new positions after those in `cache`.
-    /// `mask` is the causal mask `(L, cached + L)`, `None` when `L == 1`.
     pub fn forward(
         &self,
         x: &Tensor,
         rotary: &Rotary,
         cache: &mut KvCache,
         layer: usize,
-        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, len, _) = x.dims3()?;
         let offset = cache.len();
@@ -78,13 +76,10 @@ impl Attention {
         // 3. Append to the cache; attend over everything cached: T = offset + L.
         let (keys, values) = cache.append(layer, &k, &v)?;
         let total = keys.dim(2)?;
-        if len == 1 {
-            // One new position: read the cache in place (see `decode_attention`).
-            if let Some((key_buf, value_buf)) = cache.buffers(layer) {
-                if let Some(out) = attend_one(&q, key_buf, value_buf, total, self.scale as f32)? {
-                    let out = out.transpose(1, 2)?.reshape((b, len, self.heads * d))?;
-                    return self.o_proj.forward(&out);
-                }
+        // On the CPU, read the cache in place (see `cache_attention`).
+        if let Some((key_buf, value_buf)) = cache.buffers(layer) {
+            if let Some(out) = attend_cached(&q, key_buf, value_buf, offset, self.scale as f32)? {
+                return self.o_proj.forward(&out);
             }
         }
 
@@ -95,8 +90,8 @@ impl Attention {
         let q = q.reshape((b, self.kv_heads, rep * len, d))?;
         let scores = (matmul(&q, &keys.transpose(2, 3)?)? * self.scale)?;
         let mut scores = scores.reshape((b, self.heads, len, total))?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+        if len > 1 {
+            scores = scores.broadcast_add(&causal_mask(len, offset, scores.dtype(), x.device())?)?;
         }
         // Softmax in f32 whatever the compute dtype, as the reference does.
         let dtype = scores.dtype();
@@ -116,7 +111,7 @@ impl Attention {
 
 /// The additive causal mask for `len` new positions after `offset` cached ones:
 /// `(len, offset + len)`, `-inf` where a key lies in a query's future.
-pub fn causal_mask(
+fn causal_mask(
     len: usize,
     offset: usize,
     dtype: DType,

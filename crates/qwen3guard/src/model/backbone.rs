@@ -4,7 +4,6 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::{Error, Result};
-use crate::model::attention::causal_mask;
 use crate::model::{DecoderLayer, Embedding, KvCache, RmsNorm, Rotary};
 
 /// `model.*` of a Qwen3 checkpoint. Immutable once loaded: per-sequence state lives in the
@@ -85,15 +84,9 @@ impl Backbone {
         let device = self.device();
         // 1. Embed: (L,) -> (1, L, hidden).
         let mut x = self.embed_tokens.lookup(ids, device)?.unsqueeze(0)?;
-        let dtype = x.dtype();
-        // 2. The layers; only a multi-position step needs a causal mask.
-        let mask = if len > 1 {
-            Some(causal_mask(len, offset, dtype, device)?)
-        } else {
-            None
-        };
+        // 2. The layers.
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &self.rotary, cache, i, mask.as_ref())?;
+            x = layer.forward(&x, &self.rotary, cache, i)?;
         }
         cache.advance(len);
         // 3. Final norm: (1, L, hidden) -> (L, hidden).

@@ -69,7 +69,7 @@ impl F32Matrix {
 
 /// The 4 x 4 dot products of `x[i]` with `w[j]` (rows of one padded length); only the
 /// first `live` rows of `x` are distinct, the others repeat the last (and are ignored).
-fn dots(x: [&[f32]; 4], live: usize, w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+pub(crate) fn dots(x: [&[f32]; 4], live: usize, w: [&[f32]; 4]) -> [[f32; 4]; 4] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -39,14 +39,12 @@ impl DecoderLayer {
         rotary: &Rotary,
         cache: &mut KvCache,
         index: usize,
-        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let attn = self.self_attn.forward(
             &self.input_layernorm.forward(x)?,
             rotary,
             cache,
             index,
-            mask,
         )?;
         let x = (x + attn)?;
         let mlp = self

@@ -8,7 +8,7 @@ mod attention;
 mod backbone;
 mod bf16;
 mod cache;
-mod decode_attention;
+mod cache_attention;
 mod embedding;
 mod f32;
 mod heads;
@@ -19,6 +19,7 @@ mod packed;
 mod padded;
 mod q8;
 mod rotary;
+mod softmax;
 
 pub use attention::Attention;
 pub use backbone::Backbone;
