@@ -1,19 +1,38 @@
+//! Profiling driver: `prof DIR DTYPE LEN REPS [decode]` opens a Stream session on LEN
+//! filler tokens REPS times (prefill), or with `decode` appends REPS single tokens after
+//! LEN, printing each time. Run it under `perf record`.
 use qwen3guard::*;
 use std::time::Instant;
 fn main() {
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20); libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30); }
+    // SAFETY: allocator tuning before any other thread exists (as the CLI does).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
     let args: Vec<String> = std::env::args().collect();
-    let dir = &args[1];
-    let dtype: Precision = args[2].parse().unwrap();
-    let len: usize = args[3].parse().unwrap();
-    let reps: usize = args[4].parse().unwrap();
-    let ckpt = Checkpoint::open(std::path::Path::new(dir)).unwrap();
-    let opts = LoadOptions { precision: dtype };
-    let g = StreamGuard::load(&ckpt, &opts).unwrap();
+    let dir = std::path::Path::new(&args[1]);
+    let precision: Precision = args[2].parse().expect("dtype");
+    let len: usize = args[3].parse().expect("len");
+    let reps: usize = args[4].parse().expect("reps");
+    let decode = args.get(5).is_some_and(|a| a == "decode");
+    let ckpt = Checkpoint::open(dir).expect("checkpoint");
+    let g = StreamGuard::load(&ckpt, &LoadOptions { precision }).expect("load");
     let ids: Vec<u32> = (0..len as u32).map(|i| 1000 + (i * 7919) % 50_000).collect();
+    if decode {
+        let mut s = g.open_ids(&ids).expect("open");
+        let mut times = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            s.append(&[1000]).expect("append");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("token after {len}: median {:.2} ms", times[times.len() / 2]);
+        return;
+    }
     for _ in 0..reps {
         let t = Instant::now();
-        let _s = g.open_ids(&ids).unwrap();
+        let _s = g.open_ids(&ids).expect("open");
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         println!("{len} tokens: {ms:.1} ms, {:.1} tok/s", len as f64 / ms * 1000.0);
     }

@@ -2,27 +2,30 @@
 //!
 //! candle's CPU backend has no bf16 matrix product, so bf16 weights are kept here as raw
 //! bits and multiplied by a kernel built on the processor's bf16 dot-product instruction
-//! (AVX512-BF16 `vdpbf16ps`: 32 products per instruction, accumulated in f32). The
-//! activations are rounded to bf16 on the way in, the way a bf16 reference feeds them, and
-//! the sums stay f32. Without that instruction a portable loop computes the same products
-//! (bf16 x bf16 is exact in f32) with a different summation order.
+//! (AVX512-BF16 `vdpbf16ps`: 16 lanes, each adding the products of one pair of values).
+//! The weights are stored as [`Panels`] with pairs of input features side by side: one
+//! step loads four vectors of weights (64 rows, one pair each), broadcasts one pair of
+//! each activation row, and adds 64 outputs per row. The activations are rounded to bf16
+//! on the way in, the way a bf16 reference feeds them, and the sums stay f32. Without
+//! that instruction a portable loop computes the same products (bf16 x bf16 is exact in
+//! f32) in another order.
 
 use std::ops::Deref;
 
 use half::bf16;
 
 use crate::model::packed::tiled;
-use crate::model::padded::Padded;
+use crate::model::panels::{Panels, GROUP};
 
-/// Row-major `(rows, cols)` bf16 matrix (raw bits), each row padded with zeros to a
-/// multiple of 32 so the kernel never needs a tail loop.
+/// A `(rows, cols)` bf16 matrix (raw bits) in the grouped layout with pairs of input
+/// features side by side.
 #[derive(Debug)]
-pub struct Bf16Matrix(Padded<u16>);
+pub struct Bf16Matrix(Panels<u16>);
 
 impl Deref for Bf16Matrix {
-    type Target = Padded<u16>;
+    type Target = Panels<u16>;
 
-    fn deref(&self) -> &Padded<u16> {
+    fn deref(&self) -> &Panels<u16> {
         &self.0
     }
 }
@@ -30,77 +33,60 @@ impl Deref for Bf16Matrix {
 impl Bf16Matrix {
     /// Builds from little-endian bf16 bytes (`rows * cols * 2` of them).
     pub fn from_le_bytes(bytes: &[u8], rows: usize, cols: usize) -> Self {
-        Bf16Matrix(Padded::build(rows, cols, 32, 0, |i| {
+        Bf16Matrix(Panels::build(rows, cols, 2, |i| {
             u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])
         }))
     }
 
     /// Builds by rounding f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        Bf16Matrix(Padded::build(rows, cols, 32, 0, |i| {
-            bf16::from_f32(values[i]).to_bits()
-        }))
+        Bf16Matrix(Panels::build(rows, cols, 2, |i| bf16::from_f32(values[i]).to_bits()))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
     pub fn stack(parts: Vec<Self>) -> Self {
-        Bf16Matrix(Padded::stack(parts.into_iter().map(|p| p.0).collect()))
+        Bf16Matrix(Panels::stack(parts.into_iter().map(|p| p.0).collect()))
     }
 
     /// Row `r` widened to f32 (an embedding lookup).
     pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
-        self.row(r).iter().map(|&b| bf16::from_bits(b).to_f32())
+        (0..self.cols()).map(move |c| bf16::from_bits(self.get(r, c)).to_f32())
     }
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (n, stride) = (self.rows, self.stride);
-        // Round the activations to bf16 once, padded like the weights.
-        let xb = self.pad_like(x, m, 0, |v| bf16::from_f32(v).to_bits());
-        tiled(m, n, |m0, mb, n0, nb, out, ld| {
-            block(
-                &xb[m0 * stride..],
-                mb,
-                &self.data[n0 * stride..],
-                nb,
-                stride,
-                out,
-                ld,
-            );
+        let depth = self.depth;
+        // Round the activations to bf16 once.
+        let xb = self.activations(x, m, |v| bf16::from_f32(v).to_bits());
+        tiled(m, self.rows(), |m0, mb, n0, nb, out, ld| {
+            block(&xb[m0 * depth..][..mb * depth], depth, self.group(n0), nb, out, ld);
         })
     }
 }
 
-/// `out[r * ld + c] = dot(x row r, w row c)` for `m` activation rows and `n` weight rows.
-fn block(x: &[u16], m: usize, w: &[u16], n: usize, stride: usize, out: &mut [f32], ld: usize) {
+/// `out[r * ld + c] = dot(x row r, weight row c)` for every activation row of `x` and the
+/// first `n` rows of one weight group.
+fn block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512bf16") {
-            // SAFETY: the feature was detected at run time; the slices are long enough
-            // (callers pass whole padded rows), checked by the asserts inside.
-            unsafe { avx512::block(x, m, w, n, stride, out, ld) };
+            // SAFETY: the feature was detected at run time; the slices are whole padded
+            // rows and one whole group, checked by the asserts inside.
+            unsafe { avx512::block(x, depth, group, n, out, ld) };
             return;
         }
     }
-    portable_block(x, m, w, n, stride, out, ld);
+    portable_block(x, depth, group, n, out, ld);
 }
 
-fn portable_block(
-    x: &[u16],
-    m: usize,
-    w: &[u16],
-    n: usize,
-    stride: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    for r in 0..m {
-        let xr = &x[r * stride..(r + 1) * stride];
+fn portable_block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
+    let widen = |b: u16| bf16::from_bits(b).to_f32();
+    for (r, xr) in x.chunks_exact(depth).enumerate() {
         for c in 0..n {
-            let wr = &w[c * stride..(c + 1) * stride];
             let mut sum = 0f32;
-            for (&a, &b) in xr.iter().zip(wr) {
-                sum += bf16::from_bits(a).to_f32() * bf16::from_bits(b).to_f32();
+            for (p, pair) in xr.chunks_exact(2).enumerate() {
+                let w = &group[p * 2 * GROUP + c * 2..][..2];
+                sum += widen(pair[0]) * widen(w[0]) + widen(pair[1]) * widen(w[1]);
             }
             out[r * ld + c] = sum;
         }
@@ -111,80 +97,66 @@ fn portable_block(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Register tile: 4 activation rows x 4 weight rows = 16 accumulators.
-    const MR: usize = 4;
-    const NR: usize = 4;
+    use crate::model::panels::{store_tile, GROUP};
+
+    /// Activation rows per register tile: 6 rows x 4 vectors = 24 accumulators, leaving
+    /// registers for the 4 weight vectors and the broadcast pair.
+    const MR: usize = 6;
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn block(
         x: &[u16],
-        m: usize,
-        w: &[u16],
+        depth: usize,
+        group: &[u16],
         n: usize,
-        stride: usize,
         out: &mut [f32],
         ld: usize,
     ) {
-        assert!(x.len() >= m * stride && w.len() >= n * stride && out.len() >= (m - 1) * ld + n);
+        let m = x.len() / depth;
+        assert!(group.len() == GROUP * depth && depth % 2 == 0 && n <= GROUP);
+        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
         let mut r = 0;
         while r < m {
-            let mr = (m - r).min(MR);
-            let mut c = 0;
-            while c < n {
-                let nr = (n - c).min(NR);
-                match (mr, nr) {
-                    (4, 4) => tile::<4, 4>(x, r, w, c, stride, out, ld),
-                    (1, 4) => tile::<1, 4>(x, r, w, c, stride, out, ld),
-                    (2, 4) => tile::<2, 4>(x, r, w, c, stride, out, ld),
-                    (3, 4) => tile::<3, 4>(x, r, w, c, stride, out, ld),
-                    _ => {
-                        for rr in 0..mr {
-                            for cc in 0..nr {
-                                tile::<1, 1>(x, r + rr, w, c + cc, stride, out, ld);
-                            }
-                        }
-                    }
-                }
-                c += nr;
+            let rows = (m - r).min(MR);
+            let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
+            match rows {
+                1 => tile::<1>(x, depth, group, n, out, ld),
+                2 => tile::<2>(x, depth, group, n, out, ld),
+                3 => tile::<3>(x, depth, group, n, out, ld),
+                4 => tile::<4>(x, depth, group, n, out, ld),
+                5 => tile::<5>(x, depth, group, n, out, ld),
+                _ => tile::<6>(x, depth, group, n, out, ld),
             }
-            r += mr;
+            r += rows;
         }
     }
 
+    /// `R` activation rows against one whole group of 64 weight rows.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn tile<const R: usize, const C: usize>(
+    unsafe fn tile<const R: usize>(
         x: &[u16],
-        r0: usize,
-        w: &[u16],
-        c0: usize,
-        stride: usize,
+        depth: usize,
+        group: &[u16],
+        n: usize,
         out: &mut [f32],
         ld: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        let xp = x.as_ptr().add(r0 * stride);
-        let wp = w.as_ptr().add(c0 * stride);
-        let mut k = 0;
-        while k < stride {
-            let mut wv = [_mm512_setzero_si512(); C];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(wp.add(j * stride + k) as *const _);
-            }
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let (xp, wp) = (x.as_ptr(), group.as_ptr());
+        for pair in 0..depth / 2 {
+            let w: [__m512bh; 4] = std::array::from_fn(|z| {
+                std::mem::transmute(_mm512_loadu_si512(wp.add(pair * 2 * GROUP + 32 * z) as *const _))
+            });
             for (i, row) in acc.iter_mut().enumerate() {
-                let xv: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(xp.add(i * stride + k) as *const _));
-                for (a, &v) in row.iter_mut().zip(&wv) {
-                    *a = _mm512_dpbf16_ps(*a, xv, std::mem::transmute::<__m512i, __m512bh>(v));
+                let bits = (xp.add(i * depth + 2 * pair) as *const i32).read_unaligned();
+                let xv: __m512bh = std::mem::transmute(_mm512_set1_epi32(bits));
+                for (a, &wz) in row.iter_mut().zip(&w) {
+                    *a = _mm512_dpbf16_ps(*a, xv, wz);
                 }
             }
-            k += 32;
         }
-        for (i, row) in acc.iter().enumerate() {
-            for (j, a) in row.iter().enumerate() {
-                out[(r0 + i) * ld + c0 + j] = _mm512_reduce_add_ps(*a);
-            }
-        }
+        store_tile(&acc, n, out, ld);
     }
 }
 
@@ -206,24 +178,30 @@ mod tests {
         out
     }
 
+    fn assert_close(ours: &[f32], expected: &[f32], what: &str) {
+        assert_eq!(ours.len(), expected.len());
+        for (a, b) in ours.iter().zip(expected) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{what}: {a} vs {b}");
+        }
+    }
+
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 40)] {
+        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 40), (13, 200, 64)] {
             let (x, w) = sample_operands(m, n, k);
             let matrix = Bf16Matrix::from_f32(&w, n, k);
-            let ours = matrix.matmul(&x, m);
             let expected = reference(&x, m, &w, n, k);
-            for (a, b) in ours.iter().zip(&expected) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                    "{m}x{n}x{k}: {a} vs {b}"
-                );
-            }
-            let mut portable = vec![0f32; m * n];
-            let xb = matrix.pad_like(&x, m, 0, |v| bf16::from_f32(v).to_bits());
-            portable_block(&xb, m, &matrix.data, n, matrix.stride, &mut portable, n);
-            for (a, b) in portable.iter().zip(&expected) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+            assert_close(&matrix.matmul(&x, m), &expected, &format!("{m}x{n}x{k}"));
+            // The portable loop, one group at a time.
+            let xb = matrix.activations(&x, m, |v| bf16::from_f32(v).to_bits());
+            for g in 0..n.div_ceil(GROUP) {
+                let cols = (n - g * GROUP).min(GROUP);
+                let mut out = vec![0f32; m * cols];
+                portable_block(&xb, matrix.depth, matrix.group(g * GROUP), cols, &mut out, cols);
+                let part: Vec<f32> = (0..m)
+                    .flat_map(|r| expected[r * n + g * GROUP..][..cols].to_vec())
+                    .collect();
+                assert_close(&out, &part, "portable");
             }
         }
     }

@@ -13,7 +13,6 @@ use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::f32::dots;
 use crate::model::softmax::exp_normalizer;
 
 /// New positions per task: small enough that a short chunk still spreads over the cores
@@ -167,6 +166,29 @@ fn attend_block(
     out
 }
 
+/// The 4 x 4 dot products of query rows `x[i]` with key rows `w[j]` (one length, a
+/// multiple of 16 on the vector path); only the first `live` rows of `x` are distinct,
+/// the others repeat the last (and are ignored). The keys are adjacent rows of the cache,
+/// visited four at a time.
+fn dots(x: [&[f32]; 4], live: usize, w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: feature detected at run time; lengths are checked inside.
+            return unsafe {
+                match live {
+                    1 => avx512::dots::<1>(x, w),
+                    2 => avx512::dots::<2>(x, w),
+                    3 => avx512::dots::<3>(x, w),
+                    _ => avx512::dots::<4>(x, w),
+                }
+            };
+        }
+    }
+    let _ = live;
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(a, b)| a * b).sum()))
+}
+
 /// `out[i] = sum_j p[i][j] * values[j]` for the first `live` rows of `p` (`out` holds
 /// `live` rows of the values' width; `p` rows all have one length, the values' count).
 fn weighted_sum(p: [&[f32]; 4], live: usize, values: &[f32], out: &mut [f32]) {
@@ -199,6 +221,37 @@ fn weighted_sum(p: [&[f32]; 4], live: usize, values: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+
+    /// `R` query rows against 4 key rows: `R x 4` accumulators, each step loading 16
+    /// lanes of every row once.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots<const R: usize>(x: [&[f32]; 4], w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+        let len = x[0].len();
+        assert!(len % 16 == 0 && x.iter().chain(&w).all(|r| r.len() == len));
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let mut k = 0;
+        while k < len {
+            // The next four keys follow these in the cache: fetching them now keeps memory
+            // streaming while these are summed (the walk across four rows at once defeats
+            // the hardware prefetcher). A prefetch never faults, even past the end.
+            for row in &w {
+                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(4 * len + k) as *const i8);
+            }
+            let wv: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(w[j].as_ptr().add(k)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(x[i].as_ptr().add(k));
+                for (a, &v) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, v, *a);
+                }
+            }
+            k += 16;
+        }
+        let mut out = [[0f32; 4]; 4];
+        for (o, row) in out.iter_mut().zip(&acc) {
+            *o = row.map(|a| _mm512_reduce_add_ps(a));
+        }
+        out
+    }
 
     /// `R` rows of weights against the value rows, 64 (then 16) columns at a time: the
     /// accumulators stay in registers for the whole pass over the values.

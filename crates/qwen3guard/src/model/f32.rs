@@ -1,25 +1,25 @@
-//! f32 weight matrices with an AVX-512 product kernel for the shapes guards run.
+//! f32 weight matrices with an AVX-512 product kernel.
 //!
 //! candle's general matrix product packs the right-hand matrix on every call, which
-//! dominates when only a few positions run (a 20-token prompt, a chunk of 16): there the
-//! rows of a row-major weight are read once, directly, with fused multiply-adds on 16
-//! lanes. The tiling and threading are shared with the bf16 and 8-bit formats.
+//! dominates when only a few positions run (a 20-token prompt, a chunk of 16, one
+//! appended token). Here the weights are stored once as [`Panels`] (one input feature of
+//! 64 rows per four vectors), and each step broadcasts one activation per row and adds
+//! 64 outputs with fused multiply-adds, reading the weights strictly in order. The tiling
+//! and threading are shared with the bf16 and 8-bit formats.
 
 use std::ops::Deref;
 
 use crate::model::packed::tiled;
-use crate::model::padded::Padded;
+use crate::model::panels::{Panels, GROUP};
 
-/// Row-major `(rows, cols)` f32 matrix, rows padded with zeros to a multiple of 16.
+/// A `(rows, cols)` f32 matrix in the grouped layout.
 #[derive(Debug)]
-pub struct F32Matrix(Padded<f32>);
-
-const LANES: usize = 16;
+pub struct F32Matrix(Panels<f32>);
 
 impl Deref for F32Matrix {
-    type Target = Padded<f32>;
+    type Target = Panels<f32>;
 
-    fn deref(&self) -> &Padded<f32> {
+    fn deref(&self) -> &Panels<f32> {
         &self.0
     }
 }
@@ -27,94 +27,111 @@ impl Deref for F32Matrix {
 impl F32Matrix {
     /// Builds from row-major values.
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        F32Matrix(Padded::build(rows, cols, LANES, 0.0, |i| values[i]))
+        F32Matrix(Panels::build(rows, cols, 1, |i| values[i]))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
     pub fn stack(parts: Vec<Self>) -> Self {
-        F32Matrix(Padded::stack(parts.into_iter().map(|p| p.0).collect()))
+        F32Matrix(Panels::stack(parts.into_iter().map(|p| p.0).collect()))
+    }
+
+    /// Row `r` (an embedding lookup).
+    pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
+        (0..self.cols()).map(move |c| self.get(r, c))
     }
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let stride = self.stride;
-        let xp = self.pad_like(x, m, 0.0, |v| v);
-        tiled(m, self.rows, |m0, mb, n0, nb, out, ld| {
-            let mut r = 0;
-            while r < mb {
-                let rr = (mb - r).min(4);
-                let x_rows: [&[f32]; 4] = std::array::from_fn(|i| {
-                    let row = m0 + r + i.min(rr - 1);
-                    &xp[row * stride..(row + 1) * stride]
-                });
-                let mut c = 0;
-                while c < nb {
-                    let cc = (nb - c).min(4);
-                    let w_rows: [&[f32]; 4] = std::array::from_fn(|j| {
-                        let row = n0 + c + j.min(cc - 1);
-                        &self.data[row * stride..(row + 1) * stride]
-                    });
-                    let sums = dots(x_rows, rr, w_rows);
-                    for i in 0..rr {
-                        out[(r + i) * ld + c..(r + i) * ld + c + cc]
-                            .copy_from_slice(&sums[i][..cc]);
-                    }
-                    c += cc;
-                }
-                r += rr;
-            }
+        let depth = self.depth;
+        tiled(m, self.rows(), |m0, mb, n0, nb, out, ld| {
+            block(&x[m0 * depth..][..mb * depth], depth, self.group(n0), nb, out, ld);
         })
     }
 }
 
-/// The 4 x 4 dot products of `x[i]` with `w[j]` (rows of one padded length); only the
-/// first `live` rows of `x` are distinct, the others repeat the last (and are ignored).
-pub(crate) fn dots(x: [&[f32]; 4], live: usize, w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+/// `out[r * ld + c] = dot(x row r, weight row c)` for every activation row of `x` and the
+/// first `n` rows of one weight group.
+fn block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: feature detected at run time; lengths are checked inside.
-            return unsafe {
-                match live {
-                    1 => avx512::dots::<1>(x, w),
-                    2 => avx512::dots::<2>(x, w),
-                    3 => avx512::dots::<3>(x, w),
-                    _ => avx512::dots::<4>(x, w),
-                }
-            };
+            // SAFETY: the feature was detected at run time; the slices are whole rows and
+            // one whole group, checked by the asserts inside.
+            unsafe { avx512::block(x, depth, group, n, out, ld) };
+            return;
         }
     }
-    let _ = live;
-    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(a, b)| a * b).sum()))
+    portable_block(x, depth, group, n, out, ld);
+}
+
+fn portable_block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
+    for (r, xr) in x.chunks_exact(depth).enumerate() {
+        for c in 0..n {
+            out[r * ld + c] = xr.iter().enumerate().map(|(k, v)| v * group[k * GROUP + c]).sum();
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// `R` activation rows against 4 weight rows: `R x 4` accumulators, each step loading
-    /// 16 lanes of every row once.
+    use crate::model::panels::{store_tile, GROUP};
+
+    /// Activation rows per register tile: 6 rows x 4 vectors = 24 accumulators.
+    const MR: usize = 6;
+
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots<const R: usize>(x: [&[f32]; 4], w: [&[f32]; 4]) -> [[f32; 4]; 4] {
-        let len = x[0].len();
-        assert!(len % super::LANES == 0 && x.iter().chain(&w).all(|r| r.len() == len));
+    pub(super) unsafe fn block(
+        x: &[f32],
+        depth: usize,
+        group: &[f32],
+        n: usize,
+        out: &mut [f32],
+        ld: usize,
+    ) {
+        let m = x.len() / depth;
+        assert!(group.len() == GROUP * depth && n <= GROUP);
+        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
+        let mut r = 0;
+        while r < m {
+            let rows = (m - r).min(MR);
+            let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
+            match rows {
+                1 => tile::<1>(x, depth, group, n, out, ld),
+                2 => tile::<2>(x, depth, group, n, out, ld),
+                3 => tile::<3>(x, depth, group, n, out, ld),
+                4 => tile::<4>(x, depth, group, n, out, ld),
+                5 => tile::<5>(x, depth, group, n, out, ld),
+                _ => tile::<6>(x, depth, group, n, out, ld),
+            }
+            r += rows;
+        }
+    }
+
+    /// `R` activation rows against one whole group of 64 weight rows.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize>(
+        x: &[f32],
+        depth: usize,
+        group: &[f32],
+        n: usize,
+        out: &mut [f32],
+        ld: usize,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        let mut k = 0;
-        while k < len {
-            let wv: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(w[j].as_ptr().add(k)));
+        let (xp, wp) = (x.as_ptr(), group.as_ptr());
+        for k in 0..depth {
+            let w: [__m512; 4] = std::array::from_fn(|z| _mm512_loadu_ps(wp.add(k * GROUP + 16 * z)));
             for (i, row) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_ps(x[i].as_ptr().add(k));
-                for (a, &v) in row.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(xv, v, *a);
+                let xv = _mm512_set1_ps(*xp.add(i * depth + k));
+                for (a, &wz) in row.iter_mut().zip(&w) {
+                    *a = _mm512_fmadd_ps(xv, wz, *a);
                 }
             }
-            k += super::LANES;
         }
-        let mut out = [[0f32; 4]; 4];
-        for (o, row) in out.iter_mut().zip(&acc) {
-            *o = row.map(|a| _mm512_reduce_add_ps(a));
-        }
-        out
+        store_tile(&acc, n, out, ld);
     }
 }
 
@@ -125,15 +142,22 @@ mod tests {
 
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (3, 3, 16), (67, 9, 40)] {
+        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (3, 3, 16), (67, 9, 40), (13, 200, 64)] {
             let (x, w) = sample_operands(m, n, k);
-            let ours = F32Matrix::from_f32(&w, n, k).matmul(&x, m);
+            let matrix = F32Matrix::from_f32(&w, n, k);
+            let ours = matrix.matmul(&x, m);
+            let mut portable = vec![0f32; m * n];
+            for g in (0..n).step_by(GROUP) {
+                let cols = (n - g).min(GROUP);
+                portable_block(&x, k, matrix.group(g), cols, &mut portable[g..], n);
+            }
             for r in 0..m {
                 for c in 0..n {
                     let exact: f64 = (0..k)
                         .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
                         .sum();
-                    assert!((ours[r * n + c] as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()));
+                    let close = |v: f32| (v as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs());
+                    assert!(close(ours[r * n + c]) && close(portable[r * n + c]));
                 }
             }
         }

@@ -62,7 +62,7 @@ impl PackedMatrix {
     /// Row `r` widened to f32 (an embedding lookup), appended to `out`.
     pub fn extend_row(&self, r: usize, out: &mut Vec<f32>) {
         match self {
-            PackedMatrix::F32(m) => out.extend_from_slice(m.row(r)),
+            PackedMatrix::F32(m) => out.extend(m.row_f32(r)),
             PackedMatrix::Bf16(m) => out.extend(m.row_f32(r)),
             PackedMatrix::Q8(m) => out.extend(m.row_f32(r)),
         }
@@ -79,7 +79,7 @@ impl PackedMatrix {
 }
 
 /// Output columns handled by one parallel task.
-const COLUMN_BLOCK: usize = 64;
+pub(crate) const COLUMN_BLOCK: usize = 64;
 /// Activation rows handled together, so one pass over a weight block serves them all.
 const ROW_BLOCK: usize = 64;
 

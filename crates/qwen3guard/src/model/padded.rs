@@ -66,24 +66,4 @@ impl<T: Copy> Padded<T> {
     pub fn row(&self, r: usize) -> &[T] {
         &self.data[r * self.stride..r * self.stride + self.cols]
     }
-
-    /// `m` rows of activations `x (m, cols)`, converted by `f` and padded like these rows.
-    pub(crate) fn pad_like<S: Copy>(
-        &self,
-        x: &[S],
-        m: usize,
-        fill: T,
-        f: impl Fn(S) -> T,
-    ) -> Vec<T> {
-        let mut out = vec![fill; m * self.stride];
-        for (dst, src) in out
-            .chunks_exact_mut(self.stride)
-            .zip(x.chunks_exact(self.cols))
-        {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = f(s);
-            }
-        }
-        out
-    }
 }

@@ -1,0 +1,171 @@
+//! Weight storage laid out for broadcast-style product kernels.
+//!
+//! A kernel that broadcasts one activation (or a pair of them) and multiplies it by a
+//! vector holding that input feature for 16 output rows produces 16 outputs per
+//! instruction, with no horizontal sums, and reads the weights strictly in order. This
+//! storage serves it: rows in groups of 64 (four vectors of outputs, one register tile),
+//! and within a group, for each run of `pack` consecutive input features, the 64 rows'
+//! `pack` values side by side (`pack` is 1 for f32 fused multiply-adds, 2 for the bf16
+//! pair dot product). Rows are padded with zeros to a whole group and columns to a
+//! multiple of `pack`.
+
+use crate::model::packed::COLUMN_BLOCK;
+
+/// Weight rows per group: a register tile's outputs, and the column block of the tiling
+/// driver, so that a tile never straddles two groups.
+pub(crate) const GROUP: usize = COLUMN_BLOCK;
+
+/// A `(rows, cols)` matrix in the grouped layout.
+#[derive(Debug)]
+pub struct Panels<T> {
+    pub(crate) data: Vec<T>,
+    rows: usize,
+    cols: usize,
+    /// `cols` rounded up to a multiple of `pack`: the stride of a row of activations.
+    pub(crate) depth: usize,
+    pack: usize,
+}
+
+impl<T: Copy + Default> Panels<T> {
+    /// Builds from `value(i)`, the `i`-th element of the row-major `(rows, cols)` matrix.
+    pub(crate) fn build(
+        rows: usize,
+        cols: usize,
+        pack: usize,
+        value: impl Fn(usize) -> T,
+    ) -> Self {
+        let depth = cols.div_ceil(pack) * pack;
+        let mut panels = Panels {
+            data: vec![T::default(); rows.div_ceil(GROUP) * GROUP * depth],
+            rows,
+            cols,
+            depth,
+            pack,
+        };
+        for r in 0..rows {
+            for c in 0..cols {
+                let at = panels.index(r, c);
+                panels.data[at] = value(r * cols + c);
+            }
+        }
+        panels
+    }
+
+    /// Where element `(r, c)` lives in `data`.
+    fn index(&self, r: usize, c: usize) -> usize {
+        let p = self.pack;
+        (r / GROUP) * GROUP * self.depth + (c / p) * p * GROUP + (r % GROUP) * p + c % p
+    }
+
+    /// Element `(r, c)`.
+    pub(crate) fn get(&self, r: usize, c: usize) -> T {
+        self.data[self.index(r, c)]
+    }
+
+    /// The rows of `parts` one after another (same columns and packing, one load).
+    pub(crate) fn stack(parts: Vec<Self>) -> Self {
+        let (cols, pack) = parts.first().map_or((0, 1), |p| (p.cols, p.pack));
+        if parts.iter().all(|p| p.rows % GROUP == 0) {
+            // Whole groups: the layouts simply follow each other.
+            let rows = parts.iter().map(|p| p.rows).sum();
+            let depth = parts.first().map_or(0, |p| p.depth);
+            let data = parts.into_iter().flat_map(|p| p.data).collect();
+            return Panels {
+                data,
+                rows,
+                cols,
+                depth,
+                pack,
+            };
+        }
+        let owners: Vec<(&Self, usize)> = parts
+            .iter()
+            .flat_map(|p| (0..p.rows).map(move |r| (p, r)))
+            .collect();
+        Self::build(owners.len(), cols, pack, |i| {
+            let (part, r) = owners[i / cols];
+            part.get(r, i % cols)
+        })
+    }
+
+    /// Number of rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The group holding rows `first..first + 64` (`first` a multiple of 64).
+    pub(crate) fn group(&self, first: usize) -> &[T] {
+        &self.data[(first / GROUP) * GROUP * self.depth..][..GROUP * self.depth]
+    }
+
+    /// `m` rows of activations `x (m, cols)` converted by `f`, each padded with zeros to
+    /// `depth`.
+    pub(crate) fn activations<S: Copy>(&self, x: &[S], m: usize, f: impl Fn(S) -> T) -> Vec<T> {
+        let mut out = vec![T::default(); m * self.depth];
+        for (dst, src) in out.chunks_exact_mut(self.depth).zip(x.chunks_exact(self.cols)) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = f(s);
+            }
+        }
+        out
+    }
+}
+
+/// Stores a register tile of `R` rows x 64 outputs at `out[r * ld..]`, keeping only the
+/// first `n` outputs of each row (the rest are padding rows of the group).
+///
+/// # Safety
+/// AVX-512F must be available, and `out` must hold `(R - 1) * ld + n` values.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store_tile<const R: usize>(
+    acc: &[[std::arch::x86_64::__m512; 4]; R],
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(out.len() >= (R - 1) * ld + n);
+    for (i, row) in acc.iter().enumerate() {
+        for (z, a) in row.iter().enumerate() {
+            let lanes = n.saturating_sub(16 * z).min(16);
+            let dst = out.as_mut_ptr().add(i * ld + 16 * z);
+            if lanes == 16 {
+                _mm512_storeu_ps(dst, *a);
+            } else if lanes > 0 {
+                _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, *a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacking_keeps_every_element() {
+        for pack in [1, 2] {
+            let value = |i: usize| i as u32 * 3 + 1;
+            let whole = Panels::build(100, 9, pack, value);
+            let top = Panels::build(30, 9, pack, value);
+            let bottom = Panels::build(70, 9, pack, |i| value(i + 30 * 9));
+            let stacked = Panels::stack(vec![top, bottom]);
+            assert_eq!(stacked.data, whole.data);
+            for (r, c) in [(0, 0), (29, 8), (30, 0), (99, 8), (64, 5)] {
+                assert_eq!(stacked.get(r, c), value(r * 9 + c));
+            }
+            let groups = Panels::stack(vec![
+                Panels::build(64, 9, pack, value),
+                Panels::build(64, 9, pack, |i| value(i + 64 * 9)),
+            ]);
+            assert_eq!(groups.data, Panels::build(128, 9, pack, value).data);
+        }
+    }
+}
