@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::device::{LoadOptions, Precision};
 use crate::error::{Error, Result};
-use crate::model::{Bf16Matrix, F32Matrix, PackedMatrix, Q8Matrix};
+use crate::model::{Bf16Matrix, F32Matrix, KvPrecision, PackedMatrix, Q8Matrix};
 
 /// One mapped weight file.
 struct WeightFile {
@@ -116,6 +116,16 @@ impl Weights {
     /// The compute dtype tensors are converted to.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// How sequences' key/value caches store their entries: f32 for f32 weights (the
+    /// reference's precision), bf16 for the reduced precisions, as a bf16 reference does.
+    pub fn kv_precision(&self) -> KvPrecision {
+        match self.packing {
+            Some(Precision::Bf16 | Precision::Q8) => KvPrecision::Bf16,
+            _ if self.dtype == DType::BF16 => KvPrecision::Bf16,
+            _ => KvPrecision::F32,
+        }
     }
 
     /// Whether matrices are loaded with [`Self::get_packed`] for the crate's kernels.

@@ -2,7 +2,8 @@
 //!
 //! Every Gen prompt starts with the same few hundred tokens (task, policy, categories;
 //! one text for prompts, one for responses). Their keys and values are computed once per
-//! model and task, and each request starts from a copy. Reuse is decided per request by
+//! model and task, and each request starts from a fork of that cache (sharing its pages
+//! until it writes to one). Reuse is decided per request by
 //! the longest common prefix of token ids, so it is exact whatever the template: a
 //! position's keys and values depend only on the tokens up to it.
 
@@ -46,7 +47,7 @@ impl Preamble {
     /// token to run, whose logits the caller needs), and that prefix's length.
     pub fn start(&self, ids: &[u32]) -> Result<(KvCache, usize)> {
         let reuse = common_prefix(&self.ids, ids).min(ids.len().saturating_sub(1));
-        let mut cache = self.cache.deep_clone()?;
+        let mut cache = self.cache.fork();
         cache.truncate(reuse);
         Ok((cache, reuse))
     }

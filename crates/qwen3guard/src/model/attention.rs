@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor, D};
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
 use crate::model::cache_attention::attend_cached;
-use crate::model::{linear, matmul, stacked_linear, KvCache, Linear, RmsNorm, Rotary};
+use crate::model::{linear, stacked_linear, KvCache, Linear, RmsNorm, Rotary};
 
 /// One layer's attention (`model.layers.{i}.self_attn`).
 #[derive(Debug, Clone)]
@@ -73,61 +73,14 @@ impl Attention {
         let q = rotary.apply(&q, offset)?;
         let k = rotary.apply(&k, offset)?;
 
-        // 3. Append to the cache; attend over everything cached: T = offset + L.
-        let (keys, values) = cache.append(layer, &k, &v)?;
-        let total = keys.dim(2)?;
-        // On the CPU, read the cache in place (see `cache_attention`).
-        if let Some((key_buf, value_buf)) = cache.buffers(layer) {
-            if let Some(out) = attend_cached(&q, key_buf, value_buf, offset, self.scale as f32)? {
-                return self.o_proj.forward(&out);
-            }
-        }
-
-        // 4. Grouped-query attention without repeating K/V: the `rep` query heads that
-        //    share a KV head are stacked along the sequence axis,
-        //    (B, H, L, D) -> (B, KV, rep*L, D).
-        let rep = self.heads / self.kv_heads;
-        let q = q.reshape((b, self.kv_heads, rep * len, d))?;
-        let scores = (matmul(&q, &keys.transpose(2, 3)?)? * self.scale)?;
-        let mut scores = scores.reshape((b, self.heads, len, total))?;
-        if len > 1 {
-            scores = scores.broadcast_add(&causal_mask(len, offset, scores.dtype(), x.device())?)?;
-        }
-        // Softmax in f32 whatever the compute dtype, as the reference does.
-        let dtype = scores.dtype();
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
-            .to_dtype(dtype)?
-            .reshape((b, self.kv_heads, rep * len, total))?;
-        let out = matmul(&probs, &values)?;
-
-        // 5. (B, KV, rep*L, D) -> (B, H, L, D) -> (B, L, H*D) -> o_proj.
-        let out = out
-            .reshape((b, self.heads, len, d))?
-            .transpose(1, 2)?
-            .reshape((b, len, self.heads * d))?;
-        Ok(self.o_proj.forward(&out)?)
+        // 3. Write the new keys and values to the cache, then attend over everything
+        //    cached, reading the cache in place (see `cache_attention`).
+        let flat = |t: Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        cache.write(layer, &flat(k)?, &flat(v)?, len);
+        let out = attend_cached(&flat(q)?, cache, layer, self.heads, len, self.scale as f32)?;
+        let out = Tensor::from_vec(out, (b, len, self.heads * d), x.device())?.to_dtype(x.dtype())?;
+        self.o_proj.forward(&out)
     }
-}
-
-/// The additive causal mask for `len` new positions after `offset` cached ones:
-/// `(len, offset + len)`, `-inf` where a key lies in a query's future.
-fn causal_mask(
-    len: usize,
-    offset: usize,
-    dtype: DType,
-    device: &candle_core::Device,
-) -> Result<Tensor> {
-    let total = offset + len;
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (len, total), device)?.to_dtype(dtype)?)
 }

@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::{Error, Result};
-use crate::model::{DecoderLayer, Embedding, KvCache, RmsNorm, Rotary};
+use crate::model::{DecoderLayer, Embedding, KvCache, KvPrecision, RmsNorm, Rotary};
 
 /// `model.*` of a Qwen3 checkpoint. Immutable once loaded: per-sequence state lives in the
 /// caller's [`KvCache`], so one backbone serves many sequences at once.
@@ -15,6 +15,7 @@ pub struct Backbone {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     rotary: Rotary,
+    kv_precision: KvPrecision,
     cfg: Qwen3Config,
 }
 
@@ -36,6 +37,7 @@ impl Backbone {
             layers,
             norm: RmsNorm::new(weights, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?,
             rotary: Rotary::new(cfg, weights.dtype(), weights.device())?,
+            kv_precision: weights.kv_precision(),
             cfg: cfg.clone(),
         })
     }
@@ -57,7 +59,13 @@ impl Backbone {
 
     /// A fresh cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.layers.len())
+        let cfg = &self.cfg;
+        KvCache::new(
+            self.layers.len(),
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            self.kv_precision,
+        )
     }
 
     /// Runs `ids` as the positions after those already in `cache` and returns the final

@@ -5,14 +5,15 @@
 //! cached keys again on every call, so that one appended token costs two reads of the
 //! cache and a 2,048-token prompt holds gigabytes of scores. Here each task takes one
 //! key/value head and a block of up to 16 new positions (with the query heads that share
-//! that key/value head), scores only the keys each position may see, and sums the values
-//! straight from the cache buffers: memory stays proportional to the block, and the work
-//! to the causal triangle.
+//! that key/value head), scores only the keys each position may see, page by page, and
+//! sums the values straight from the cache pages: memory stays proportional to the block,
+//! and the work to the causal triangle. Keys and values are read in the cache's precision
+//! (f32, or bf16 widened on load); queries, scores and sums are f32.
 
-use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::cache::{KvCache, KvPrecision, Rows, PAGE};
 use crate::model::softmax::exp_normalizer;
 
 /// New positions per task: small enough that a short chunk still spreads over the cores
@@ -31,66 +32,110 @@ struct Shape {
     scale: f32,
 }
 
-/// Attention of `q`'s new positions over the cache buffers.
-///
-/// `q` is `(1, heads, len, head_dim)` (already rotated); `keys` and `values` are the whole
-/// cache buffers `(1, kv_heads, capacity, head_dim)` whose first `offset + len` positions
-/// are filled (the new ones included). Returns `(1, len, heads * head_dim)`, ready for the
-/// output projection, or `None` when the tensors are not contiguous f32 CPU tensors with a
-/// head size the kernels take (the caller then takes the general path).
-pub fn attend_cached(
-    q: &Tensor,
-    keys: &Tensor,
-    values: &Tensor,
-    offset: usize,
-    scale: f32,
-) -> Result<Option<Tensor>> {
-    let (_, heads, len, dim) = q.dims4()?;
-    let (_, kv_heads, capacity, _) = keys.dims4()?;
-    let usable = q.dtype() == DType::F32
-        && dim % 16 == 0
-        && heads % kv_heads == 0
-        && offset + len <= capacity
-        && [q, keys, values].iter().all(|t| t.is_contiguous());
-    if !usable {
-        return Ok(None);
+/// A cached element type: f32, or bf16 bits.
+trait Element: Copy + Send + Sync + 'static {
+    /// Whether the bits are bf16 (widened by a shift) rather than f32.
+    const BF16: bool;
+    /// The rows of a page, if they are of this type.
+    fn rows(rows: &Rows) -> Option<&[Self]>;
+    fn widen(self) -> f32;
+}
+
+impl Element for f32 {
+    const BF16: bool = false;
+    fn rows(rows: &Rows) -> Option<&[f32]> {
+        match rows {
+            Rows::F32(v) => Some(v),
+            Rows::Bf16(_) => None,
+        }
     }
-    let (q_guard, q_layout) = q.storage_and_layout();
-    let (k_guard, k_layout) = keys.storage_and_layout();
-    let (v_guard, v_layout) = values.storage_and_layout();
-    let (
-        Storage::Cpu(CpuStorage::F32(q_all)),
-        Storage::Cpu(CpuStorage::F32(k_all)),
-        Storage::Cpu(CpuStorage::F32(v_all)),
-    ) = (&*q_guard, &*k_guard, &*v_guard)
-    else {
-        return Ok(None);
-    };
-    let q_all = &q_all[q_layout.start_offset()..];
-    let k_all = &k_all[k_layout.start_offset()..];
-    let v_all = &v_all[v_layout.start_offset()..];
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Element for u16 {
+    const BF16: bool = true;
+    fn rows(rows: &Rows) -> Option<&[u16]> {
+        match rows {
+            Rows::Bf16(v) => Some(v),
+            Rows::F32(_) => None,
+        }
+    }
+    fn widen(self) -> f32 {
+        half::bf16::from_bits(self).to_f32()
+    }
+}
+
+/// Attention of `len` new positions over layer `layer` of `cache`.
+///
+/// `q` is `(heads, len, head_dim)` (already rotated); the new positions' keys and values
+/// are already written to the cache, after its `cache.len()` filled positions. Returns
+/// `(len, heads * head_dim)`, ready for the output projection.
+pub fn attend_cached(
+    q: &[f32],
+    cache: &KvCache,
+    layer: usize,
+    heads: usize,
+    len: usize,
+    scale: f32,
+) -> Result<Vec<f32>> {
+    match cache.precision() {
+        KvPrecision::F32 => attend::<f32>(q, cache, layer, heads, len, scale),
+        KvPrecision::Bf16 => attend::<u16>(q, cache, layer, heads, len, scale),
+    }
+}
+
+fn attend<E: Element>(
+    q: &[f32],
+    cache: &KvCache,
+    layer: usize,
+    heads: usize,
+    len: usize,
+    scale: f32,
+) -> Result<Vec<f32>> {
+    let dim = q.len() / (heads * len).max(1);
+    let kv_heads = cache.kv_heads();
     let shape = Shape {
         len,
         dim,
-        rep: heads / kv_heads,
-        offset,
+        rep: heads / kv_heads.max(1),
+        offset: cache.len(),
         scale,
     };
+    let visible = (shape.offset + len).div_ceil(PAGE);
+    let pages = cache.pages(layer);
+    if heads % kv_heads.max(1) != 0 || pages.len() < visible || q.len() != heads * len * dim {
+        return Err(Error::Session(format!(
+            "attention of layer {layer}: the cache does not hold the {len} new positions"
+        )));
+    }
+    // Per key/value head, its slice of every visible page.
+    let unexpected = || Error::Unsupported("a cache page in another precision".into());
+    let per_head: Vec<Vec<(&[E], &[E])>> = (0..kv_heads)
+        .map(|g| {
+            pages[..visible]
+                .iter()
+                .map(|page| {
+                    let keys = E::rows(&page.keys).ok_or_else(unexpected)?;
+                    let values = E::rows(&page.values).ok_or_else(unexpected)?;
+                    let span = g * PAGE * dim..(g + 1) * PAGE * dim;
+                    Ok((&keys[span.clone()], &values[span]))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+
     let blocks = len.div_ceil(POSITION_BLOCK);
-    let visible = (offset + len) * dim;
     let results: Vec<(usize, usize, Vec<f32>)> = (0..kv_heads * blocks)
         .into_par_iter()
         .map(|task| {
             let (g, b) = (task / blocks, task % blocks);
             let i0 = b * POSITION_BLOCK;
             let i1 = (i0 + POSITION_BLOCK).min(len);
-            let head_keys = &k_all[g * capacity * dim..][..visible];
-            let head_values = &v_all[g * capacity * dim..][..visible];
-            let block = attend_block(&shape, q_all, g, i0..i1, head_keys, head_values);
-            (g, i0, block)
+            (g, i0, attend_block(&shape, q, g, i0..i1, &per_head[g]))
         })
         .collect();
-    drop((q_guard, k_guard, v_guard));
 
     // Scatter each block's rows (position-major, then query head) to `(len, heads, dim)`.
     let mut out = vec![0f32; len * heads * dim];
@@ -100,18 +145,18 @@ pub fn attend_cached(
             out[(i * heads + h) * dim..][..dim].copy_from_slice(row);
         }
     }
-    Ok(Some(Tensor::from_vec(out, (1, len, heads * dim), q.device())?))
+    Ok(out)
 }
 
 /// One key/value head `g` and new positions `positions`: rows `(position, query head)`,
-/// each attending to the cached keys up to and including its own position.
-fn attend_block(
+/// each attending to the cached keys up to and including its own position. `pages` are
+/// the head's keys and values, `PAGE` positions each.
+fn attend_block<E: Element>(
     s: &Shape,
     q_all: &[f32],
     g: usize,
     positions: std::ops::Range<usize>,
-    keys: &[f32],
-    values: &[f32],
+    pages: &[(&[E], &[E])],
 ) -> Vec<f32> {
     let (dim, rep) = (s.dim, s.rep);
     let rows = positions.len() * rep;
@@ -122,19 +167,30 @@ fn attend_block(
     };
     let limit = |r: usize| s.offset + first + r / rep + 1;
     let width = s.offset + positions.end;
+    // The pages holding keys `0..seen`, with the first key's position and their count.
+    let spans = |seen: usize| {
+        pages
+            .iter()
+            .enumerate()
+            .map(|(p, &(k, v))| (p * PAGE, k, v))
+            .take_while(move |&(base, _, _)| base < seen)
+            .map(move |(base, k, v)| (base, (seen - base).min(PAGE), k, v))
+    };
 
     // 1. Scores of every row against the keys it may see, 4 rows x 4 keys at a time.
     let mut scores = vec![0f32; rows * width];
     for r0 in (0..rows).step_by(4) {
         let rr = (rows - r0).min(4);
         let x: [&[f32]; 4] = std::array::from_fn(|i| query(r0 + i.min(rr - 1)));
-        for j0 in (0..limit(r0 + rr - 1)).step_by(4) {
-            let cc = (limit(r0 + rr - 1) - j0).min(4);
-            let w: [&[f32]; 4] = std::array::from_fn(|j| &keys[(j0 + j.min(cc - 1)) * dim..][..dim]);
-            let sums = dots(x, rr, w);
-            for (i, sum_row) in sums.iter().enumerate().take(rr) {
-                for (j, &v) in sum_row.iter().enumerate().take(cc) {
-                    scores[(r0 + i) * width + j0 + j] = v * s.scale;
+        for (base, count, keys, _) in spans(limit(r0 + rr - 1)) {
+            for j0 in (0..count).step_by(4) {
+                let cc = (count - j0).min(4);
+                let w: [&[E]; 4] = std::array::from_fn(|j| &keys[(j0 + j.min(cc - 1)) * dim..][..dim]);
+                let sums = dots(x, rr, w);
+                for (i, sum_row) in sums.iter().enumerate().take(rr) {
+                    for (j, &v) in sum_row.iter().enumerate().take(cc) {
+                        scores[(r0 + i) * width + base + j0 + j] = v * s.scale;
+                    }
                 }
             }
         }
@@ -151,14 +207,15 @@ fn attend_block(
         })
         .collect();
 
-    // 3. Weighted sums of the values, 4 rows at a time, then normalised.
+    // 3. Weighted sums of the values, 4 rows at a time, page by page, then normalised.
     let mut out = vec![0f32; rows * dim];
     for r0 in (0..rows).step_by(4) {
         let rr = (rows - r0).min(4);
-        let seen = limit(r0 + rr - 1);
-        let p: [&[f32]; 4] =
-            std::array::from_fn(|i| &scores[(r0 + i.min(rr - 1)) * width..][..seen]);
-        weighted_sum(p, rr, &values[..seen * dim], &mut out[r0 * dim..(r0 + rr) * dim]);
+        for (base, count, _, values) in spans(limit(r0 + rr - 1)) {
+            let p: [&[f32]; 4] =
+                std::array::from_fn(|i| &scores[(r0 + i.min(rr - 1)) * width + base..][..count]);
+            weighted_sum(p, rr, &values[..count * dim], &mut out[r0 * dim..(r0 + rr) * dim]);
+        }
     }
     for (row, inv) in out.chunks_exact_mut(dim).zip(normalizers) {
         row.iter_mut().for_each(|v| *v *= inv);
@@ -170,28 +227,28 @@ fn attend_block(
 /// multiple of 16 on the vector path); only the first `live` rows of `x` are distinct,
 /// the others repeat the last (and are ignored). The keys are adjacent rows of the cache,
 /// visited four at a time.
-fn dots(x: [&[f32]; 4], live: usize, w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+fn dots<E: Element>(x: [&[f32]; 4], live: usize, w: [&[E]; 4]) -> [[f32; 4]; 4] {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f") && x[0].len() % 16 == 0 {
             // SAFETY: feature detected at run time; lengths are checked inside.
             return unsafe {
                 match live {
-                    1 => avx512::dots::<1>(x, w),
-                    2 => avx512::dots::<2>(x, w),
-                    3 => avx512::dots::<3>(x, w),
-                    _ => avx512::dots::<4>(x, w),
+                    1 => avx512::dots::<E, 1>(x, w),
+                    2 => avx512::dots::<E, 2>(x, w),
+                    3 => avx512::dots::<E, 3>(x, w),
+                    _ => avx512::dots::<E, 4>(x, w),
                 }
             };
         }
     }
     let _ = live;
-    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(a, b)| a * b).sum()))
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(a, b)| a * b.widen()).sum()))
 }
 
-/// `out[i] = sum_j p[i][j] * values[j]` for the first `live` rows of `p` (`out` holds
+/// `out[i] += sum_j p[i][j] * values[j]` for the first `live` rows of `p` (`out` holds
 /// `live` rows of the values' width; `p` rows all have one length, the values' count).
-fn weighted_sum(p: [&[f32]; 4], live: usize, values: &[f32], out: &mut [f32]) {
+fn weighted_sum<E: Element>(p: [&[f32]; 4], live: usize, values: &[E], out: &mut [f32]) {
     let dim = out.len() / live;
     #[cfg(target_arch = "x86_64")]
     {
@@ -199,20 +256,19 @@ fn weighted_sum(p: [&[f32]; 4], live: usize, values: &[f32], out: &mut [f32]) {
             // SAFETY: feature detected at run time; lengths are checked inside.
             unsafe {
                 match live {
-                    1 => avx512::weighted_sum::<1>(p, values, out, dim),
-                    2 => avx512::weighted_sum::<2>(p, values, out, dim),
-                    3 => avx512::weighted_sum::<3>(p, values, out, dim),
-                    _ => avx512::weighted_sum::<4>(p, values, out, dim),
+                    1 => avx512::weighted_sum::<E, 1>(p, values, out, dim),
+                    2 => avx512::weighted_sum::<E, 2>(p, values, out, dim),
+                    3 => avx512::weighted_sum::<E, 3>(p, values, out, dim),
+                    _ => avx512::weighted_sum::<E, 4>(p, values, out, dim),
                 }
             }
             return;
         }
     }
     for (i, o) in out.chunks_exact_mut(dim).enumerate() {
-        o.fill(0.0);
         for (&w, v) in p[i].iter().zip(values.chunks_exact(dim)) {
             for (a, &b) in o.iter_mut().zip(v) {
-                *a += w * b;
+                *a += w * b.widen();
             }
         }
     }
@@ -222,12 +278,29 @@ fn weighted_sum(p: [&[f32]; 4], live: usize, values: &[f32], out: &mut [f32]) {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::Element;
+
+    /// 16 cached values from `p`, widened to f32.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load<E: Element>(p: *const E) -> __m512 {
+        if E::BF16 {
+            let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
+        } else {
+            _mm512_loadu_ps(p as *const f32)
+        }
+    }
+
     /// `R` query rows against 4 key rows: `R x 4` accumulators, each step loading 16
     /// lanes of every row once.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots<const R: usize>(x: [&[f32]; 4], w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    pub(super) unsafe fn dots<E: Element, const R: usize>(
+        x: [&[f32]; 4],
+        w: [&[E]; 4],
+    ) -> [[f32; 4]; 4] {
         let len = x[0].len();
-        assert!(len % 16 == 0 && x.iter().chain(&w).all(|r| r.len() == len));
+        assert!(len % 16 == 0 && x.iter().all(|r| r.len() == len) && w.iter().all(|r| r.len() == len));
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
         let mut k = 0;
         while k < len {
@@ -237,7 +310,7 @@ mod avx512 {
             for row in &w {
                 _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(4 * len + k) as *const i8);
             }
-            let wv: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(w[j].as_ptr().add(k)));
+            let wv: [__m512; 4] = std::array::from_fn(|j| load(w[j].as_ptr().add(k)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let xv = _mm512_loadu_ps(x[i].as_ptr().add(k));
                 for (a, &v) in row.iter_mut().zip(&wv) {
@@ -256,9 +329,9 @@ mod avx512 {
     /// `R` rows of weights against the value rows, 64 (then 16) columns at a time: the
     /// accumulators stay in registers for the whole pass over the values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_sum<const R: usize>(
+    pub(super) unsafe fn weighted_sum<E: Element, const R: usize>(
         p: [&[f32]; 4],
-        values: &[f32],
+        values: &[E],
         out: &mut [f32],
         dim: usize,
     ) {
@@ -267,29 +340,31 @@ mod avx512 {
         assert!(p.iter().all(|row| row.len() == count));
         let mut c0 = 0;
         while c0 + 64 <= dim {
-            columns::<R, 4>(p, count, values, out, dim, c0);
+            columns::<E, R, 4>(p, count, values, out, dim, c0);
             c0 += 64;
         }
         while c0 < dim {
-            columns::<R, 1>(p, count, values, out, dim, c0);
+            columns::<E, R, 1>(p, count, values, out, dim, c0);
             c0 += 16;
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn columns<const R: usize, const Z: usize>(
+    unsafe fn columns<E: Element, const R: usize, const Z: usize>(
         p: [&[f32]; 4],
         count: usize,
-        values: &[f32],
+        values: &[E],
         out: &mut [f32],
         dim: usize,
         c0: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); Z]; R];
+        let op = out.as_mut_ptr().add(c0);
+        let mut acc: [[__m512; Z]; R] =
+            std::array::from_fn(|i| std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z))));
         let vp = values.as_ptr().add(c0);
         for j in 0..count {
-            let v: [__m512; Z] = std::array::from_fn(|z| _mm512_loadu_ps(vp.add(j * dim + 16 * z)));
+            let v: [__m512; Z] = std::array::from_fn(|z| load(vp.add(j * dim + 16 * z)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let w = _mm512_set1_ps(*p[i].get_unchecked(j));
                 for (a, &vz) in row.iter_mut().zip(&v) {
@@ -299,7 +374,7 @@ mod avx512 {
         }
         for (i, row) in acc.iter().enumerate() {
             for (z, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(out.as_mut_ptr().add(i * dim + c0 + 16 * z), *a);
+                _mm512_storeu_ps(op.add(i * dim + 16 * z), *a);
             }
         }
     }

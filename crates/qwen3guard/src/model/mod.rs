@@ -25,7 +25,7 @@ mod softmax;
 pub use attention::Attention;
 pub use backbone::Backbone;
 pub use bf16::Bf16Matrix;
-pub use cache::KvCache;
+pub use cache::{KvCache, KvPrecision};
 pub use embedding::Embedding;
 pub use f32::F32Matrix;
 pub use heads::{ClassifierHead, GuardHeads, HeadOutput, LmHead};
