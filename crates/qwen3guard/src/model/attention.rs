@@ -1,11 +1,12 @@
 //! Grouped-query self-attention with per-head q/k RMSNorm and RoPE (Qwen3).
 
-use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
 use crate::model::cache_attention::attend_cached;
-use crate::model::{linear, stacked_linear, KvCache, Linear, RmsNorm, Rotary};
+use crate::model::rotary::RopeTables;
+use crate::model::{linear, stacked_linear, KvCache, Linear, RmsNorm};
 
 /// One layer's attention (`model.layers.{i}.self_attn`).
 #[derive(Debug, Clone)]
@@ -40,47 +41,48 @@ impl Attention {
         })
     }
 
-    /// `(1, L, hidden) -> (1, L, hidden)` for `L` new positions after those in `cache`.
+    /// `(L, hidden) -> (L, hidden)` (row-major) for `L` new positions after those in
+    /// `cache`, whose rotations `rope` holds.
     pub fn forward(
         &self,
-        x: &Tensor,
-        rotary: &Rotary,
+        x: &[f32],
+        len: usize,
+        rope: &RopeTables,
         cache: &mut KvCache,
         layer: usize,
-    ) -> Result<Tensor> {
-        let (b, len, _) = x.dims3()?;
-        let offset = cache.len();
+    ) -> Result<Vec<f32>> {
         let d = self.head_dim;
-
-        // 1. Project (one product for q, k, v) and split heads: (B, L, H*D) ->
-        //    (B, L, H, D), norm each head, -> (B, H, L, D).
-        let qkv = self.qkv_proj.forward(x)?;
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
-        let q = qkv
-            .narrow(D::Minus1, 0, q_width)?
-            .reshape((b, len, self.heads, d))?;
-        let q = self.q_norm.forward(&q)?.transpose(1, 2)?;
-        let k = qkv
-            .narrow(D::Minus1, q_width, kv_width)?
-            .reshape((b, len, self.kv_heads, d))?;
-        let k = self.k_norm.forward(&k)?.transpose(1, 2)?;
-        let v = qkv
-            .narrow(D::Minus1, q_width + kv_width, kv_width)?
-            .reshape((b, len, self.kv_heads, d))?
-            .transpose(1, 2)?;
 
-        // 2. Rotate queries and keys by their absolute positions.
-        let q = rotary.apply(&q, offset)?;
-        let k = rotary.apply(&k, offset)?;
+        // 1. Project (one product for q, k, v); per position, norm and rotate each query
+        //    and key head: rows (L, H*D) for queries, (L, KV*D) for keys and values.
+        let qkv = self.qkv_proj.forward_rows(x, len)?;
+        let mut q = vec![0f32; len * q_width];
+        let mut k = vec![0f32; len * kv_width];
+        let mut v = vec![0f32; len * kv_width];
+        q.par_chunks_mut(q_width)
+            .zip(k.par_chunks_mut(kv_width))
+            .zip(v.par_chunks_mut(kv_width))
+            .zip(qkv.par_chunks(q_width + 2 * kv_width))
+            .enumerate()
+            .for_each(|(i, (((q, k), v), row))| {
+                let (q_in, rest) = row.split_at(q_width);
+                let (k_in, v_in) = rest.split_at(kv_width);
+                for (src, dst) in q_in.chunks_exact(d).zip(q.chunks_exact_mut(d)) {
+                    self.q_norm.normalize(src, dst);
+                }
+                for (src, dst) in k_in.chunks_exact(d).zip(k.chunks_exact_mut(d)) {
+                    self.k_norm.normalize(src, dst);
+                }
+                rope.rotate(i, q);
+                rope.rotate(i, k);
+                v.copy_from_slice(v_in);
+            });
 
-        // 3. Write the new keys and values to the cache, then attend over everything
+        // 2. Write the new keys and values to the cache, then attend over everything
         //    cached, reading the cache in place (see `cache_attention`).
-        let flat = |t: Tensor| -> Result<Vec<f32>> {
-            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-        };
-        cache.write(layer, &flat(k)?, &flat(v)?, len);
-        let out = attend_cached(&flat(q)?, cache, layer, self.heads, len, self.scale as f32)?;
-        let out = Tensor::from_vec(out, (b, len, self.heads * d), x.device())?.to_dtype(x.dtype())?;
-        self.o_proj.forward(&out)
+        cache.write(layer, &k, &v, len);
+        let out = attend_cached(&q, cache, layer, self.heads, len, self.scale as f32)?;
+        self.o_proj.forward_rows(&out, len)
     }
 }

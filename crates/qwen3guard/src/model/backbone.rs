@@ -36,7 +36,7 @@ impl Backbone {
             device: weights.device().clone(),
             layers,
             norm: RmsNorm::new(weights, "model.norm", cfg.hidden_size, cfg.rms_norm_eps)?,
-            rotary: Rotary::new(cfg, weights.dtype(), weights.device())?,
+            rotary: Rotary::new(cfg),
             kv_precision: weights.kv_precision(),
             cfg: cfg.clone(),
         })
@@ -89,15 +89,17 @@ impl Backbone {
                 self.cfg.vocab_size
             )));
         }
-        let device = self.device();
-        // 1. Embed: (L,) -> (1, L, hidden).
-        let mut x = self.embed_tokens.lookup(ids, device)?.unsqueeze(0)?;
-        // 2. The layers.
+        // 1. Embed: (L, hidden) rows.
+        let hidden = self.cfg.hidden_size;
+        let mut x = self.embed_tokens.lookup_rows(ids)?;
+        // 2. The layers, with the rotations of the new positions.
+        let rope = self.rotary.tables(offset, len);
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &self.rotary, cache, i)?;
+            layer.forward(&mut x, len, &rope, cache, i)?;
         }
         cache.advance(len);
-        // 3. Final norm: (1, L, hidden) -> (L, hidden).
-        Ok(self.norm.forward(&x)?.squeeze(0)?)
+        // 3. Final norm: (L, hidden).
+        let x = self.norm.forward_rows(&x);
+        Ok(Tensor::from_vec(x, (len, hidden), &self.device)?)
     }
 }

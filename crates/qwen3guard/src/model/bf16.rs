@@ -64,9 +64,10 @@ impl Bf16Matrix {
     }
 }
 
-/// `out[r * ld + c] = dot(x row r, weight row c)` for every activation row of `x` and the
-/// first `n` rows of one weight group.
-fn block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
+/// `out[r * ld + c] = dot(x row r, weight row c)` for every activation row of `x` (bf16
+/// bits, rows `depth` long) and the first `n` rows of one group of 64 in the [`Panels`]
+/// layout with `pack` 2 (weights, or a page of cached keys).
+pub(crate) fn block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512bf16") {

@@ -9,11 +9,17 @@
 //!
 //! Keys and values are stored in f32 for f32 models (exact parity with the reference) and
 //! in bf16 for reduced precisions, as a bf16 reference stores them: half the memory, and
-//! half the bytes that attention reads for every new token.
+//! half the bytes that attention reads for every new token. Within a page, each head's
+//! values are rows `(PAGE, head_dim)`, and its keys are two groups of 64 positions in the
+//! weights' [`Panels`](crate::model::Panels) layout (each feature, or pair of features in
+//! bf16, of 64 positions side by side), so that query-key scores run on the same
+//! broadcast kernels as the weight products.
 
 use std::sync::Arc;
 
 use half::bf16;
+
+use crate::model::panels::GROUP;
 
 /// Positions per page.
 pub const PAGE: usize = 128;
@@ -27,7 +33,8 @@ pub enum KvPrecision {
     Bf16,
 }
 
-/// The rows of one page, `(kv_heads, PAGE, head_dim)`, in the cache's precision.
+/// The entries of one page, `kv_heads * PAGE * head_dim` of them, in the cache's
+/// precision.
 #[derive(Debug, Clone)]
 pub enum Rows {
     /// f32 values.
@@ -56,6 +63,23 @@ impl Rows {
         }
     }
 
+    /// Writes the key `values` of head `head` at `slot` in the grouped layout.
+    fn write_key(&mut self, head: usize, slot: usize, values: &[f32]) {
+        let dim = values.len();
+        match self {
+            Rows::F32(rows) => {
+                for (d, &v) in values.iter().enumerate() {
+                    rows[key_index(head, slot, d, dim, 1)] = v;
+                }
+            }
+            Rows::Bf16(rows) => {
+                for (d, &v) in values.iter().enumerate() {
+                    rows[key_index(head, slot, d, dim, 2)] = bf16::from_f32(v).to_bits();
+                }
+            }
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Rows::F32(rows) => rows.len() * 4,
@@ -64,10 +88,23 @@ impl Rows {
     }
 }
 
+/// Positions per key group: the weights' panel group, one register tile of scores.
+pub const KEY_GROUP: usize = GROUP;
+
+/// Where feature `d` of the key of `head` at `slot` lives in a page: head-major, then the
+/// group of 64 slots, then runs of `pack` features with the group's 64 slots side by side.
+fn key_index(head: usize, slot: usize, d: usize, dim: usize, pack: usize) -> usize {
+    head * PAGE * dim
+        + (slot / KEY_GROUP) * KEY_GROUP * dim
+        + (d / pack) * pack * KEY_GROUP
+        + (slot % KEY_GROUP) * pack
+        + d % pack
+}
+
 /// One layer's keys and values for `PAGE` consecutive positions.
 #[derive(Debug, Clone)]
 pub struct Page {
-    /// Keys, `(kv_heads, PAGE, head_dim)`.
+    /// Keys, per head two groups of 64 positions in the panel layout.
     pub keys: Rows,
     /// Values, `(kv_heads, PAGE, head_dim)`.
     pub values: Rows,
@@ -147,7 +184,7 @@ impl KvCache {
     }
 
     /// Writes layer `layer`'s keys and values for `count` new positions after the cached
-    /// ones; `keys` and `values` are `(kv_heads, count, head_dim)`.
+    /// ones; `keys` and `values` are rows `(count, kv_heads * head_dim)`.
     pub(crate) fn write(&mut self, layer: usize, keys: &[f32], values: &[f32], count: usize) {
         let (heads, dim, precision) = (self.kv_heads, self.head_dim, self.precision);
         debug_assert_eq!(keys.len(), heads * count * dim);
@@ -165,9 +202,9 @@ impl KvCache {
             // Copy-on-write: a page shared with a fork is duplicated before the write.
             let page = Arc::make_mut(&mut pages[index]);
             for h in 0..heads {
-                let from = (h * count + i) * dim;
+                let from = (i * heads + h) * dim;
                 let to = (h * PAGE + slot) * dim;
-                page.keys.write(to, &keys[from..from + dim]);
+                page.keys.write_key(h, slot, &keys[from..from + dim]);
                 page.values.write(to, &values[from..from + dim]);
             }
         }
@@ -185,20 +222,34 @@ mod tests {
 
     fn key_at(cache: &KvCache, layer: usize, head: usize, position: usize) -> Vec<f32> {
         let page = &cache.pages(layer)[position / PAGE];
-        let at = (head * PAGE + position % PAGE) * cache.head_dim;
-        match &page.keys {
-            Rows::F32(rows) => rows[at..at + cache.head_dim].to_vec(),
-            Rows::Bf16(rows) => rows[at..at + cache.head_dim]
-                .iter()
-                .map(|&b| bf16::from_bits(b).to_f32())
-                .collect(),
-        }
+        let dim = cache.head_dim;
+        let at = |d, pack| key_index(head, position % PAGE, d, dim, pack);
+        let value_at = (head * PAGE + position % PAGE) * dim;
+        let (keys, values): (Vec<f32>, Vec<f32>) = match (&page.keys, &page.values) {
+            (Rows::F32(k), Rows::F32(v)) => (
+                (0..dim).map(|d| k[at(d, 1)]).collect(),
+                v[value_at..value_at + dim].to_vec(),
+            ),
+            (Rows::Bf16(k), Rows::Bf16(v)) => {
+                let widen = |b: u16| bf16::from_bits(b).to_f32();
+                (
+                    (0..dim).map(|d| widen(k[at(d, 2)])).collect(),
+                    v[value_at..value_at + dim].iter().map(|&b| widen(b)).collect(),
+                )
+            }
+            _ => panic!("keys and values in different precisions"),
+        };
+        assert_eq!(keys, values, "the test writes equal keys and values");
+        keys
     }
 
     #[test]
     fn writes_span_pages_and_forks_copy_on_write() {
         for precision in [KvPrecision::F32, KvPrecision::Bf16] {
             let (heads, dim) = (2, 4);
+            // Small integers: exact in bf16 too.
+            let expected = |h: usize, position: usize, d: usize| (h * 100 + position % 48 * 2 + d % 2) as f32;
+            let row = |h, position| (0..dim).map(|d| expected(h, position, d)).collect::<Vec<_>>();
             let mut cache = KvCache::new(1, heads, dim, precision);
             // 300 positions in chunks of 7: several pages, chunks straddling page edges.
             let mut written = 0;
@@ -206,8 +257,8 @@ mod tests {
                 let count = 7.min(300 - written);
                 let keys: Vec<f32> = (0..heads * count * dim)
                     .map(|i| {
-                        let (h, rest) = (i / (count * dim), i % (count * dim));
-                        (h * 100 + (written + rest / dim) % 100) as f32
+                        let (position, h, d) = (i / (heads * dim), i / dim % heads, i % dim);
+                        expected(h, written + position, d)
                     })
                     .collect();
                 cache.write(0, &keys, &keys, count);
@@ -217,7 +268,7 @@ mod tests {
             assert_eq!(cache.len(), 300);
             assert_eq!(cache.pages(0).len(), 300usize.div_ceil(PAGE));
             for position in [0, 127, 128, 299] {
-                assert_eq!(key_at(&cache, 0, 1, position), vec![(100 + position % 100) as f32; dim]);
+                assert_eq!(key_at(&cache, 0, 1, position), row(1, position));
             }
 
             let mut fork = cache.fork();
@@ -227,7 +278,7 @@ mod tests {
             fork.advance(1);
             // The fork's write copied page 1; the parent still sees its own value.
             assert_eq!(key_at(&fork, 0, 0, 201), vec![-1.0; dim]);
-            assert_eq!(key_at(&cache, 0, 0, 201), vec![1.0; dim]);
+            assert_eq!(key_at(&cache, 0, 0, 201), row(0, 201));
             assert!(Arc::ptr_eq(&fork.pages(0)[0], &cache.pages(0)[0]));
             assert!(!Arc::ptr_eq(&fork.pages(0)[1], &cache.pages(0)[1]));
         }

@@ -5,16 +5,17 @@
 //! cached keys again on every call, so that one appended token costs two reads of the
 //! cache and a 2,048-token prompt holds gigabytes of scores. Here each task takes one
 //! key/value head and a block of up to 16 new positions (with the query heads that share
-//! that key/value head), scores only the keys each position may see, page by page, and
-//! sums the values straight from the cache pages: memory stays proportional to the block,
-//! and the work to the causal triangle. Keys and values are read in the cache's precision
-//! (f32, or bf16 widened on load); queries, scores and sums are f32.
+//! that key/value head), scores the keys those positions may see page by page, with the
+//! weight products' own kernels (pages hold keys in the weights' layout), and sums the
+//! values straight from the pages: memory stays proportional to the block, and the work
+//! to the causal triangle. Queries meet keys in the cache's precision (bf16 queries and
+//! keys in bf16, as in a bf16 reference); scores, weights and sums are f32.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::cache::{KvCache, KvPrecision, Rows, PAGE};
-use crate::model::softmax::exp_normalizer;
+use crate::model::cache::{KvCache, KvPrecision, Rows, KEY_GROUP, PAGE};
+use crate::model::math::exp_normalizer;
 
 /// New positions per task: small enough that a short chunk still spreads over the cores
 /// (tasks = key/value heads x blocks), large enough that the cached keys of one head are
@@ -23,7 +24,7 @@ const POSITION_BLOCK: usize = 16;
 
 /// The sizes every task shares.
 struct Shape {
-    len: usize,
+    heads: usize,
     dim: usize,
     /// Query heads per key/value head.
     rep: usize,
@@ -39,6 +40,12 @@ trait Element: Copy + Send + Sync + 'static {
     /// The rows of a page, if they are of this type.
     fn rows(rows: &Rows) -> Option<&[Self]>;
     fn widen(self) -> f32;
+    /// A query value in this precision (bf16 queries meet bf16 keys, as in a bf16
+    /// reference).
+    fn narrow(value: f32) -> Self;
+    /// Scores of query rows `x` (`depth` long) against the first `n` keys of one group of
+    /// a page: `out[r * ld + c]`.
+    fn scores(x: &[Self], depth: usize, group: &[Self], n: usize, out: &mut [f32], ld: usize);
 }
 
 impl Element for f32 {
@@ -51,6 +58,12 @@ impl Element for f32 {
     }
     fn widen(self) -> f32 {
         self
+    }
+    fn narrow(value: f32) -> f32 {
+        value
+    }
+    fn scores(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
+        crate::model::f32::block(x, depth, group, n, out, ld);
     }
 }
 
@@ -65,11 +78,17 @@ impl Element for u16 {
     fn widen(self) -> f32 {
         half::bf16::from_bits(self).to_f32()
     }
+    fn narrow(value: f32) -> u16 {
+        half::bf16::from_f32(value).to_bits()
+    }
+    fn scores(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
+        crate::model::bf16::block(x, depth, group, n, out, ld);
+    }
 }
 
 /// Attention of `len` new positions over layer `layer` of `cache`.
 ///
-/// `q` is `(heads, len, head_dim)` (already rotated); the new positions' keys and values
+/// `q` is rows `(len, heads * head_dim)` (already rotated); the new positions' keys and values
 /// are already written to the cache, after its `cache.len()` filled positions. Returns
 /// `(len, heads * head_dim)`, ready for the output projection.
 pub fn attend_cached(
@@ -97,7 +116,7 @@ fn attend<E: Element>(
     let dim = q.len() / (heads * len).max(1);
     let kv_heads = cache.kv_heads();
     let shape = Shape {
-        len,
+        heads,
         dim,
         rep: heads / kv_heads.max(1),
         offset: cache.len(),
@@ -163,7 +182,7 @@ fn attend_block<E: Element>(
     let first = positions.start;
     let query = |r: usize| -> &[f32] {
         let (i, h) = (first + r / rep, g * rep + r % rep);
-        &q_all[(h * s.len + i) * dim..][..dim]
+        &q_all[(i * s.heads + h) * dim..][..dim]
     };
     let limit = |r: usize| s.offset + first + r / rep + 1;
     let width = s.offset + positions.end;
@@ -177,22 +196,17 @@ fn attend_block<E: Element>(
             .map(move |(base, k, v)| (base, (seen - base).min(PAGE), k, v))
     };
 
-    // 1. Scores of every row against the keys it may see, 4 rows x 4 keys at a time.
+    // 1. Scores of every row against the keys the last row may see (the others' extra
+    //    keys are dropped below), one group of 64 keys at a time on the weight kernels.
+    let queries: Vec<E> = (0..rows)
+        .flat_map(|r| query(r).iter().map(|&v| E::narrow(v)))
+        .collect();
     let mut scores = vec![0f32; rows * width];
-    for r0 in (0..rows).step_by(4) {
-        let rr = (rows - r0).min(4);
-        let x: [&[f32]; 4] = std::array::from_fn(|i| query(r0 + i.min(rr - 1)));
-        for (base, count, keys, _) in spans(limit(r0 + rr - 1)) {
-            for j0 in (0..count).step_by(4) {
-                let cc = (count - j0).min(4);
-                let w: [&[E]; 4] = std::array::from_fn(|j| &keys[(j0 + j.min(cc - 1)) * dim..][..dim]);
-                let sums = dots(x, rr, w);
-                for (i, sum_row) in sums.iter().enumerate().take(rr) {
-                    for (j, &v) in sum_row.iter().enumerate().take(cc) {
-                        scores[(r0 + i) * width + base + j0 + j] = v * s.scale;
-                    }
-                }
-            }
+    for (base, count, keys, _) in spans(limit(rows - 1)) {
+        for first in (0..count).step_by(KEY_GROUP) {
+            let group = &keys[first * dim..][..KEY_GROUP * dim];
+            let n = (count - first).min(KEY_GROUP);
+            E::scores(&queries, dim, group, n, &mut scores[base + first..], width);
         }
     }
 
@@ -203,7 +217,7 @@ fn attend_block<E: Element>(
         .map(|(r, row)| {
             let (seen, future) = row.split_at_mut(limit(r));
             future.fill(0.0);
-            exp_normalizer(seen)
+            exp_normalizer(seen, s.scale)
         })
         .collect();
 
@@ -221,29 +235,6 @@ fn attend_block<E: Element>(
         row.iter_mut().for_each(|v| *v *= inv);
     }
     out
-}
-
-/// The 4 x 4 dot products of query rows `x[i]` with key rows `w[j]` (one length, a
-/// multiple of 16 on the vector path); only the first `live` rows of `x` are distinct,
-/// the others repeat the last (and are ignored). The keys are adjacent rows of the cache,
-/// visited four at a time.
-fn dots<E: Element>(x: [&[f32]; 4], live: usize, w: [&[E]; 4]) -> [[f32; 4]; 4] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && x[0].len() % 16 == 0 {
-            // SAFETY: feature detected at run time; lengths are checked inside.
-            return unsafe {
-                match live {
-                    1 => avx512::dots::<E, 1>(x, w),
-                    2 => avx512::dots::<E, 2>(x, w),
-                    3 => avx512::dots::<E, 3>(x, w),
-                    _ => avx512::dots::<E, 4>(x, w),
-                }
-            };
-        }
-    }
-    let _ = live;
-    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(a, b)| a * b.widen()).sum()))
 }
 
 /// `out[i] += sum_j p[i][j] * values[j]` for the first `live` rows of `p` (`out` holds
@@ -290,40 +281,6 @@ mod avx512 {
         } else {
             _mm512_loadu_ps(p as *const f32)
         }
-    }
-
-    /// `R` query rows against 4 key rows: `R x 4` accumulators, each step loading 16
-    /// lanes of every row once.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots<E: Element, const R: usize>(
-        x: [&[f32]; 4],
-        w: [&[E]; 4],
-    ) -> [[f32; 4]; 4] {
-        let len = x[0].len();
-        assert!(len % 16 == 0 && x.iter().all(|r| r.len() == len) && w.iter().all(|r| r.len() == len));
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        let mut k = 0;
-        while k < len {
-            // The next four keys follow these in the cache: fetching them now keeps memory
-            // streaming while these are summed (the walk across four rows at once defeats
-            // the hardware prefetcher). A prefetch never faults, even past the end.
-            for row in &w {
-                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(4 * len + k) as *const i8);
-            }
-            let wv: [__m512; 4] = std::array::from_fn(|j| load(w[j].as_ptr().add(k)));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_ps(x[i].as_ptr().add(k));
-                for (a, &v) in row.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(xv, v, *a);
-                }
-            }
-            k += 16;
-        }
-        let mut out = [[0f32; 4]; 4];
-        for (o, row) in out.iter_mut().zip(&acc) {
-            *o = row.map(|a| _mm512_reduce_add_ps(a));
-        }
-        out
     }
 
     /// `R` rows of weights against the value rows, 64 (then 16) columns at a time: the

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::checkpoint::Weights;
 use crate::error::Result;
@@ -28,20 +28,20 @@ impl Embedding {
         Ok(Embedding::Dense(weights.get(name, &[vocab, hidden])?))
     }
 
-    /// `(L,)` ids -> `(L, hidden)`; the ids must be in range.
-    pub fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+    /// `(L,)` ids -> rows `(L, hidden)` of f32; the ids must be in range.
+    pub fn lookup_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
         match self {
-            Embedding::Dense(table) => Ok(table.index_select(&Tensor::new(ids, device)?, 0)?),
+            Embedding::Dense(table) => Ok(table
+                .index_select(&Tensor::new(ids, table.device())?, 0)?
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?),
             Embedding::Packed(matrix) => {
                 let mut values = Vec::with_capacity(ids.len() * matrix.cols());
                 for &id in ids {
                     matrix.extend_row(id as usize, &mut values);
                 }
-                Ok(Tensor::from_vec(
-                    values,
-                    (ids.len(), matrix.cols()),
-                    device,
-                )?)
+                Ok(values)
             }
         }
     }

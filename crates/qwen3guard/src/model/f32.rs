@@ -49,9 +49,10 @@ impl F32Matrix {
     }
 }
 
-/// `out[r * ld + c] = dot(x row r, weight row c)` for every activation row of `x` and the
-/// first `n` rows of one weight group.
-fn block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
+/// `out[r * ld + c] = dot(x row r, weight row c)` for every activation row of `x` (rows
+/// `depth` long) and the first `n` rows of one group of 64 in the [`Panels`] layout with
+/// `pack` 1 (weights, or a page of cached keys).
+pub(crate) fn block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -1,10 +1,9 @@
 //! One pre-norm decoder layer: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
 
-use candle_core::Tensor;
-
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::{Attention, KvCache, Mlp, RmsNorm, Rotary};
+use crate::model::rotary::RopeTables;
+use crate::model::{Attention, KvCache, Mlp, RmsNorm};
 
 /// `model.layers.{i}`.
 #[derive(Debug, Clone)]
@@ -32,24 +31,29 @@ impl DecoderLayer {
         })
     }
 
-    /// `(1, L, hidden) -> (1, L, hidden)`; appends this layer's keys and values to `cache`.
+    /// Runs `len` positions `x (L, hidden)` (row-major, updated in place); appends this
+    /// layer's keys and values to `cache`.
     pub fn forward(
         &self,
-        x: &Tensor,
-        rotary: &Rotary,
+        x: &mut [f32],
+        len: usize,
+        rope: &RopeTables,
         cache: &mut KvCache,
         index: usize,
-    ) -> Result<Tensor> {
-        let attn = self.self_attn.forward(
-            &self.input_layernorm.forward(x)?,
-            rotary,
-            cache,
-            index,
-        )?;
-        let x = (x + attn)?;
-        let mlp = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?;
-        Ok((x + mlp)?)
+    ) -> Result<()> {
+        let normed = self.input_layernorm.forward_rows(x);
+        let attn = self.self_attn.forward(&normed, len, rope, cache, index)?;
+        add_assign(x, &attn);
+        let normed = self.post_attention_layernorm.forward_rows(x);
+        let mlp = self.mlp.forward(&normed, len)?;
+        add_assign(x, &mlp);
+        Ok(())
+    }
+}
+
+/// `x += y`, the residual connections.
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
     }
 }

@@ -42,6 +42,20 @@ impl Linear {
         })
     }
 
+    /// `rows` rows of input features `x (rows, in)` -> `(rows, out)`, row-major f32: the
+    /// form the CPU layers pass activations in.
+    pub fn forward_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        match self {
+            Linear::Packed(matrix) => Ok(matrix.matmul(x, rows)),
+            Linear::Dense(weight_t) => {
+                let inner = x.len() / rows.max(1);
+                let input = Tensor::from_slice(x, (rows, inner), weight_t.device())?;
+                let output = matmul(&input.to_dtype(weight_t.dtype())?, weight_t)?;
+                Ok(output.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            }
+        }
+    }
+
     /// `(..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
@@ -104,16 +118,40 @@ pub fn stacked_linear(
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
+    /// The same weight as f32 values, for rows passed as slices.
+    values: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
     /// Loads `{name}.weight` of shape `(size,)`.
     pub fn new(weights: &Weights, name: &str, size: usize, eps: f64) -> Result<Self> {
+        let weight = weights.get(&format!("{name}.weight"), &[size])?;
         Ok(RmsNorm {
-            weight: weights.get(&format!("{name}.weight"), &[size])?,
+            values: weight.to_dtype(DType::F32)?.to_vec1()?,
+            weight,
             eps: eps as f32,
         })
+    }
+
+    /// Normalises one vector `x` (the weight's length) into `out`, in f32 as the
+    /// reference computes it: `x * (1 / sqrt(mean(x^2) + eps)) * w`.
+    pub fn normalize(&self, x: &[f32], out: &mut [f32]) {
+        let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+        let inv = 1.0 / (mean + self.eps).sqrt();
+        for ((o, &v), &w) in out.iter_mut().zip(x).zip(&self.values) {
+            *o = v * inv * w;
+        }
+    }
+
+    /// Normalises every row of `x` (rows of the weight's length).
+    pub fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        let size = self.values.len().max(1);
+        for (row, dst) in x.chunks_exact(size).zip(out.chunks_exact_mut(size)) {
+            self.normalize(row, dst);
+        }
+        out
     }
 
     /// Normalises the last axis of `x`.

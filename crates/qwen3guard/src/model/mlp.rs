@@ -1,9 +1,10 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 
-use candle_core::{Tensor, D};
+use rayon::prelude::*;
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
+use crate::model::math::silu_mul;
 use crate::model::{linear, stacked_linear, Linear};
 
 /// One layer's MLP (`model.layers.{i}.mlp`).
@@ -27,11 +28,15 @@ impl Mlp {
         })
     }
 
-    /// `(B, L, hidden) -> (B, L, hidden)`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate_up = self.gate_up.forward(x)?;
-        let gate = gate_up.narrow(D::Minus1, 0, self.intermediate)?.silu()?;
-        let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-        self.down_proj.forward(&(gate * up)?)
+    /// `(L, hidden) -> (L, hidden)`, row-major.
+    pub fn forward(&self, x: &[f32], len: usize) -> Result<Vec<f32>> {
+        let i = self.intermediate;
+        let gate_up = self.gate_up.forward_rows(x, len)?;
+        let mut hidden = vec![0f32; len * i];
+        hidden
+            .par_chunks_mut(i)
+            .zip(gate_up.par_chunks(2 * i))
+            .for_each(|(out, row)| silu_mul(&row[..i], &row[i..], out));
+        self.down_proj.forward_rows(&hidden, len)
     }
 }

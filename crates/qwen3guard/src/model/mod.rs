@@ -14,13 +14,13 @@ mod f32;
 mod heads;
 mod layer;
 mod linear;
+mod math;
 mod mlp;
 mod packed;
 mod padded;
 mod panels;
 mod q8;
 mod rotary;
-mod softmax;
 
 pub use attention::Attention;
 pub use backbone::Backbone;
