@@ -6,6 +6,9 @@ use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::{Error, Result};
 use crate::model::{DecoderLayer, Embedding, KvCache, KvPrecision, RmsNorm, Rotary};
 
+/// Positions run by one pass through the layers; longer inputs run in chunks of this many.
+const FORWARD_CHUNK: usize = 256;
+
 /// `model.*` of a Qwen3 checkpoint. Immutable once loaded: per-sequence state lives in the
 /// caller's [`KvCache`], so one backbone serves many sequences at once.
 #[derive(Debug, Clone)]
@@ -89,8 +92,27 @@ impl Backbone {
                 self.cfg.vocab_size
             )));
         }
-        // 1. Embed: (L, hidden) rows.
+        // Long inputs run in chunks: the results are the same (every row's sums run in
+        // the same order whatever the chunk), and the activations held at once stay
+        // those of one chunk. On failure the cache is left as it was.
         let hidden = self.cfg.hidden_size;
+        let mut out = Vec::with_capacity(len * hidden);
+        for chunk in ids.chunks(FORWARD_CHUNK) {
+            match self.forward_chunk(chunk, cache) {
+                Ok(rows) => out.extend(rows),
+                Err(err) => {
+                    cache.truncate(offset);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (len, hidden), &self.device)?)
+    }
+
+    /// One chunk of [`Self::forward`]: final hidden states as rows `(len, hidden)`.
+    fn forward_chunk(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let (offset, len) = (cache.len(), ids.len());
+        // 1. Embed: (L, hidden) rows.
         let mut x = self.embed_tokens.lookup_rows(ids)?;
         // 2. The layers, with the rotations of the new positions.
         let rope = self.rotary.tables(offset, len);
@@ -98,8 +120,7 @@ impl Backbone {
             layer.forward(&mut x, len, &rope, cache, i)?;
         }
         cache.advance(len);
-        // 3. Final norm: (L, hidden).
-        let x = self.norm.forward_rows(&x);
-        Ok(Tensor::from_vec(x, (len, hidden), &self.device)?)
+        // 3. Final norm.
+        Ok(self.norm.forward_rows(&x))
     }
 }
