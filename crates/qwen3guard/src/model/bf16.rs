@@ -33,14 +33,14 @@ impl Deref for Bf16Matrix {
 impl Bf16Matrix {
     /// Builds from little-endian bf16 bytes (`rows * cols * 2` of them).
     pub fn from_le_bytes(bytes: &[u8], rows: usize, cols: usize) -> Self {
-        Bf16Matrix(Panels::build(rows, cols, 2, |i| {
+        Bf16Matrix(Panels::build(rows, cols, 2, 2, |i| {
             u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])
         }))
     }
 
     /// Builds by rounding f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        Bf16Matrix(Panels::build(rows, cols, 2, |i| bf16::from_f32(values[i]).to_bits()))
+        Bf16Matrix(Panels::build(rows, cols, 2, 2, |i| bf16::from_f32(values[i]).to_bits()))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).

@@ -27,7 +27,7 @@ impl Deref for F32Matrix {
 impl F32Matrix {
     /// Builds from row-major values.
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        F32Matrix(Panels::build(rows, cols, 1, |i| values[i]))
+        F32Matrix(Panels::build(rows, cols, 1, 1, |i| values[i]))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).

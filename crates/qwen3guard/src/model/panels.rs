@@ -6,8 +6,9 @@
 //! storage serves it: rows in groups of 64 (four vectors of outputs, one register tile),
 //! and within a group, for each run of `pack` consecutive input features, the 64 rows'
 //! `pack` values side by side (`pack` is 1 for f32 fused multiply-adds, 2 for the bf16
-//! pair dot product). Rows are padded with zeros to a whole group and columns to a
-//! multiple of `pack`.
+//! pair dot product, 4 for the int8 quad dot product). Rows are padded to a whole group
+//! and columns to the format's alignment, with the default value (the activations' own
+//! padding is zero, so padded columns add nothing).
 
 use crate::model::packed::COLUMN_BLOCK;
 
@@ -21,20 +22,23 @@ pub struct Panels<T> {
     pub(crate) data: Vec<T>,
     rows: usize,
     cols: usize,
-    /// `cols` rounded up to a multiple of `pack`: the stride of a row of activations.
+    /// `cols` rounded up to the alignment: the stride of a row of activations.
     pub(crate) depth: usize,
     pack: usize,
 }
 
 impl<T: Copy + Default> Panels<T> {
-    /// Builds from `value(i)`, the `i`-th element of the row-major `(rows, cols)` matrix.
+    /// Builds from `value(i)`, the `i`-th element of the row-major `(rows, cols)` matrix;
+    /// columns are padded to a multiple of `align` (itself a multiple of `pack`).
     pub(crate) fn build(
         rows: usize,
         cols: usize,
         pack: usize,
+        align: usize,
         value: impl Fn(usize) -> T,
     ) -> Self {
-        let depth = cols.div_ceil(pack) * pack;
+        debug_assert_eq!(align % pack, 0);
+        let depth = cols.div_ceil(align) * align;
         let mut panels = Panels {
             data: vec![T::default(); rows.div_ceil(GROUP) * GROUP * depth],
             rows,
@@ -64,11 +68,10 @@ impl<T: Copy + Default> Panels<T> {
 
     /// The rows of `parts` one after another (same columns and packing, one load).
     pub(crate) fn stack(parts: Vec<Self>) -> Self {
-        let (cols, pack) = parts.first().map_or((0, 1), |p| (p.cols, p.pack));
+        let (cols, pack, depth) = parts.first().map_or((0, 1, 0), |p| (p.cols, p.pack, p.depth));
         if parts.iter().all(|p| p.rows % GROUP == 0) {
             // Whole groups: the layouts simply follow each other.
             let rows = parts.iter().map(|p| p.rows).sum();
-            let depth = parts.first().map_or(0, |p| p.depth);
             let data = parts.into_iter().flat_map(|p| p.data).collect();
             return Panels {
                 data,
@@ -82,7 +85,8 @@ impl<T: Copy + Default> Panels<T> {
             .iter()
             .flat_map(|p| (0..p.rows).map(move |r| (p, r)))
             .collect();
-        Self::build(owners.len(), cols, pack, |i| {
+        // Aligning to the parts' depth keeps it.
+        Self::build(owners.len(), cols, pack, depth.max(pack), |i| {
             let (part, r) = owners[i / cols];
             part.get(r, i % cols)
         })
@@ -151,21 +155,21 @@ mod tests {
 
     #[test]
     fn stacking_keeps_every_element() {
-        for pack in [1, 2] {
+        for (pack, align) in [(1, 1), (2, 2), (4, 64)] {
             let value = |i: usize| i as u32 * 3 + 1;
-            let whole = Panels::build(100, 9, pack, value);
-            let top = Panels::build(30, 9, pack, value);
-            let bottom = Panels::build(70, 9, pack, |i| value(i + 30 * 9));
+            let whole = Panels::build(100, 9, pack, align, value);
+            let top = Panels::build(30, 9, pack, align, value);
+            let bottom = Panels::build(70, 9, pack, align, |i| value(i + 30 * 9));
             let stacked = Panels::stack(vec![top, bottom]);
             assert_eq!(stacked.data, whole.data);
             for (r, c) in [(0, 0), (29, 8), (30, 0), (99, 8), (64, 5)] {
                 assert_eq!(stacked.get(r, c), value(r * 9 + c));
             }
             let groups = Panels::stack(vec![
-                Panels::build(64, 9, pack, value),
-                Panels::build(64, 9, pack, |i| value(i + 64 * 9)),
+                Panels::build(64, 9, pack, align, value),
+                Panels::build(64, 9, pack, align, |i| value(i + 64 * 9)),
             ]);
-            assert_eq!(groups.data, Panels::build(128, 9, pack, value).data);
+            assert_eq!(groups.data, Panels::build(128, 9, pack, align, value).data);
         }
     }
 }

@@ -1,39 +1,43 @@
 //! 8-bit weight matrices and their product with f32 activations.
 //!
 //! Weights are quantized per output row (symmetric, scale = max|w| / 127) and stored
-//! offset by 128 as unsigned bytes; activations are quantized on the fly per block of 64
-//! (symmetric int8 with an f32 scale per block, which keeps a few large activations from
-//! flattening the rest). The product uses the AVX512-VNNI instruction `vpdpbusd`
-//! (unsigned x signed bytes, summed in i32): the +128 offset of the weights adds
-//! `128 * sum(x_q)` per block, which depends on the activation row only and is removed
-//! once per output. Without VNNI a portable loop computes the same integer sums.
+//! offset by 128 as unsigned bytes, in the [`Panels`] layout with runs of four input
+//! features; activations are quantized on the fly per block of 64 (symmetric int8 with an
+//! f32 scale per block, which keeps a few large activations from flattening the rest).
+//! The product uses the AVX512-VNNI instruction `vpdpbusd` (unsigned x signed bytes, four
+//! products summed into each i32 lane): one step loads four vectors of weights (64 rows,
+//! four features each) and broadcasts four activations of each row; after each block of
+//! 64 features the integer sums are scaled into f32 accumulators. The +128 offset of the
+//! weights adds `128 * sum(x_q)` per block, which depends on the activation row only and
+//! is removed once per output. Without VNNI a portable loop computes the same sums.
 
 use std::ops::Deref;
 
 use crate::model::packed::tiled;
-use crate::model::padded::Padded;
+use crate::model::panels::{Panels, GROUP};
 
 /// Activation block: one f32 scale per this many values.
 const BLOCK: usize = 64;
 
-/// Row-major `(rows, cols)` int8 matrix (stored as `q + 128`), rows padded to a multiple
-/// of 64 with the offset of zero, and one scale per row.
+/// A `(rows, cols)` int8 matrix (stored as `q + 128`) in the grouped layout, with one
+/// scale per row (padded to whole groups with 1).
 #[derive(Debug)]
 pub struct Q8Matrix {
-    values: Padded<u8>,
+    values: Panels<u8>,
     scales: Vec<f32>,
 }
 
 impl Deref for Q8Matrix {
-    type Target = Padded<u8>;
+    type Target = Panels<u8>;
 
-    fn deref(&self) -> &Padded<u8> {
+    fn deref(&self) -> &Panels<u8> {
         &self.values
     }
 }
 
 /// Activations quantized for one product.
 struct QuantizedRows {
+    /// `(rows, depth)` values, zero past the columns.
     data: Vec<i8>,
     /// `(rows, blocks)` scales.
     scales: Vec<f32>,
@@ -45,7 +49,7 @@ struct QuantizedRows {
 impl Q8Matrix {
     /// Quantizes f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        let scales: Vec<f32> = values
+        let mut scales: Vec<f32> = values
             .chunks_exact(cols)
             .take(rows)
             .map(|row| {
@@ -57,44 +61,56 @@ impl Q8Matrix {
                 }
             })
             .collect();
-        let values = Padded::build(rows, cols, BLOCK, 128u8, |i| {
+        let values = Panels::build(rows, cols, 4, BLOCK, |i| {
             let q = (values[i] / scales[i / cols]).round().clamp(-127.0, 127.0) as i32;
             (q + 128) as u8
         });
+        scales.resize(rows.div_ceil(GROUP) * GROUP, 1.0);
         Q8Matrix { values, scales }
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
     pub fn stack(parts: Vec<Self>) -> Self {
-        let scales = parts
-            .iter()
-            .flat_map(|p| p.scales.iter().copied())
-            .collect();
-        let values = Padded::stack(parts.into_iter().map(|p| p.values).collect());
+        let mut scales = Vec::new();
+        let mut values = Vec::new();
+        for part in parts {
+            scales.extend_from_slice(&part.scales[..part.rows()]);
+            values.push(part.values);
+        }
+        let values = Panels::stack(values);
+        scales.resize(values.rows().div_ceil(GROUP) * GROUP, 1.0);
         Q8Matrix { values, scales }
     }
 
     /// Row `r` dequantized to f32 (an embedding lookup).
     pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
         let scale = self.scales[r];
-        self.row(r)
-            .iter()
-            .map(move |&q| (q as i32 - 128) as f32 * scale)
+        (0..self.cols()).map(move |c| (self.get(r, c) as i32 - 128) as f32 * scale)
     }
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let n = self.rows;
-        let xq = quantize(x, m, self.cols, self.stride);
-        tiled(m, n, |m0, mb, n0, nb, out, ld| {
-            block(&xq, m0, mb, self, n0, nb, out, ld);
+        let xq = quantize(x, m, self.cols(), self.depth);
+        tiled(m, self.rows(), |m0, mb, n0, nb, out, ld| {
+            let rows = QuantizedView {
+                data: &xq.data[m0 * self.depth..][..mb * self.depth],
+                scales: &xq.scales[m0 * xq.blocks..][..mb * xq.blocks],
+                offsets: &xq.offsets[m0..m0 + mb],
+                blocks: xq.blocks,
+            };
+            let weights = GroupView {
+                data: self.group(n0),
+                scales: &self.scales[n0..n0 + GROUP],
+                depth: self.depth,
+            };
+            block(&rows, &weights, nb, out, ld);
         })
     }
 }
 
-fn quantize(x: &[f32], m: usize, k: usize, stride: usize) -> QuantizedRows {
-    let blocks = stride / BLOCK;
-    let mut data = vec![0i8; m * stride];
+fn quantize(x: &[f32], m: usize, k: usize, depth: usize) -> QuantizedRows {
+    let blocks = depth / BLOCK;
+    let mut data = vec![0i8; m * depth];
     let mut scales = vec![0f32; m * blocks];
     let mut offsets = vec![0f32; m];
     for r in 0..m {
@@ -106,7 +122,7 @@ fn quantize(x: &[f32], m: usize, k: usize, stride: usize) -> QuantizedRows {
             let mut sum = 0i32;
             for (i, &v) in values.iter().enumerate() {
                 let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
-                data[r * stride + b * BLOCK + i] = q;
+                data[r * depth + b * BLOCK + i] = q;
                 sum += q as i32;
             }
             scales[r * blocks + b] = scale;
@@ -121,56 +137,50 @@ fn quantize(x: &[f32], m: usize, k: usize, stride: usize) -> QuantizedRows {
     }
 }
 
-/// Fills `out[(r - m0) * ld + (c - n0)]` for rows `m0..m0+mb` of `x` and weight rows
-/// `n0..n0+nb`.
-#[allow(clippy::too_many_arguments)]
-fn block(
-    x: &QuantizedRows,
-    m0: usize,
-    mb: usize,
-    w: &Q8Matrix,
-    n0: usize,
-    nb: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
+/// Some rows of [`QuantizedRows`].
+struct QuantizedView<'a> {
+    data: &'a [i8],
+    scales: &'a [f32],
+    offsets: &'a [f32],
+    blocks: usize,
+}
+
+/// One group of 64 weight rows and their scales.
+struct GroupView<'a> {
+    data: &'a [u8],
+    scales: &'a [f32],
+    depth: usize,
+}
+
+/// `out[r * ld + c]` for every row of `x` and the first `n` rows of the group.
+fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512vnni")
             && std::arch::is_x86_feature_detected!("avx512bw")
         {
-            // SAFETY: features detected at run time; index ranges are checked inside.
-            unsafe { avx512::block(x, m0, mb, w, n0, nb, out, ld) };
+            // SAFETY: features detected at run time; lengths are checked inside.
+            unsafe { avx512::block(x, w, n, out, ld) };
             return;
         }
     }
-    portable_block(x, m0, mb, w, n0, nb, out, ld);
+    portable_block(x, w, n, out, ld);
 }
 
 /// The same sums without vector instructions.
-#[allow(clippy::too_many_arguments)]
-fn portable_block(
-    x: &QuantizedRows,
-    m0: usize,
-    mb: usize,
-    w: &Q8Matrix,
-    n0: usize,
-    nb: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    for r in 0..mb {
-        for c in 0..nb {
-            let (xr, wr) = (m0 + r, n0 + c);
+fn portable_block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
+    for (r, xr) in x.data.chunks_exact(w.depth).enumerate() {
+        for c in 0..n {
             let mut total = 0f32;
             for b in 0..x.blocks {
                 let mut sum = 0i32;
-                for i in b * BLOCK..(b + 1) * BLOCK {
-                    sum += x.data[xr * w.stride + i] as i32 * w.data[wr * w.stride + i] as i32;
+                for k in b * BLOCK..(b + 1) * BLOCK {
+                    let weight = w.data[(k / 4) * 4 * GROUP + c * 4 + k % 4];
+                    sum += xr[k] as i32 * weight as i32;
                 }
-                total += x.scales[xr * x.blocks + b] * sum as f32;
+                total += x.scales[r * x.blocks + b] * sum as f32;
             }
-            out[r * ld + c] = w.scales[wr] * (total - 128.0 * x.offsets[xr]);
+            out[r * ld + c] = w.scales[c] * (total - 128.0 * x.offsets[r]);
         }
     }
 }
@@ -179,93 +189,76 @@ fn portable_block(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Q8Matrix, QuantizedRows, BLOCK};
+    use super::{GroupView, QuantizedView, BLOCK};
+    use crate::model::panels::{store_tile, GROUP};
 
-    #[allow(clippy::too_many_arguments)]
+    /// Activation rows per register tile: 3 rows x 4 vectors of i32 sums, as many f32
+    /// accumulators, and the 4 weight vectors.
+    const MR: usize = 3;
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn block(
-        x: &QuantizedRows,
-        m0: usize,
-        mb: usize,
-        w: &Q8Matrix,
-        n0: usize,
-        nb: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        assert!((m0 + mb) * w.stride <= x.data.len() && (n0 + nb) * w.stride <= w.data.len());
-        assert!(out.len() >= (mb - 1) * ld + nb);
+    pub(super) unsafe fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
+        let depth = w.depth;
+        let m = x.data.len() / depth;
+        assert!(w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth % BLOCK == 0);
+        assert!(x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth);
+        assert!(n <= GROUP && (m == 0 || out.len() >= (m - 1) * ld + n));
         let mut r = 0;
-        while r < mb {
-            let rr = (mb - r).min(4);
-            let mut c = 0;
-            while c < nb {
-                let cc = (nb - c).min(4);
-                match (rr, cc) {
-                    (4, 4) => tile::<4, 4>(x, m0 + r, w, n0 + c, out, r * ld + c, ld),
-                    (1, 4) => tile::<1, 4>(x, m0 + r, w, n0 + c, out, r * ld + c, ld),
-                    (2, 4) => tile::<2, 4>(x, m0 + r, w, n0 + c, out, r * ld + c, ld),
-                    (3, 4) => tile::<3, 4>(x, m0 + r, w, n0 + c, out, r * ld + c, ld),
-                    _ => {
-                        for i in 0..rr {
-                            for j in 0..cc {
-                                tile::<1, 1>(
-                                    x,
-                                    m0 + r + i,
-                                    w,
-                                    n0 + c + j,
-                                    out,
-                                    (r + i) * ld + c + j,
-                                    ld,
-                                );
-                            }
-                        }
-                    }
-                }
-                c += cc;
+        while r < m {
+            let rows = (m - r).min(MR);
+            let out = &mut out[r * ld..];
+            match rows {
+                1 => tile::<1>(x, r, w, n, out, ld),
+                2 => tile::<2>(x, r, w, n, out, ld),
+                _ => tile::<3>(x, r, w, n, out, ld),
             }
-            r += rr;
+            r += rows;
         }
     }
 
-    /// An `R x C` tile of outputs: per block of 64, `R x C` VNNI dot products into i32
-    /// lanes, then scaled by the activation block's scale into f32 accumulators.
+    /// Rows `r0..r0 + R` of `x` against the whole group.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile<const R: usize, const C: usize>(
-        x: &QuantizedRows,
-        xr: usize,
-        w: &Q8Matrix,
-        wc: usize,
+    unsafe fn tile<const R: usize>(
+        x: &QuantizedView,
+        r0: usize,
+        w: &GroupView,
+        n: usize,
         out: &mut [f32],
-        at: usize,
         ld: usize,
     ) {
-        let stride = w.stride;
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        let xp = x.data.as_ptr().add(xr * stride) as *const u8;
-        let wp = w.data.as_ptr().add(wc * stride);
+        let depth = w.depth;
+        let (xp, wp) = (x.data.as_ptr().add(r0 * depth), w.data.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
         for b in 0..x.blocks {
-            let k = b * BLOCK;
-            let mut wv = [_mm512_setzero_si512(); C];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(wp.add(j * stride + k) as *const _);
+            let mut sums = [[_mm512_setzero_si512(); 4]; R];
+            for quad in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
+                let wv: [__m512i; 4] = std::array::from_fn(|z| {
+                    _mm512_loadu_si512(wp.add(quad * 4 * GROUP + 64 * z) as *const _)
+                });
+                for (i, row) in sums.iter_mut().enumerate() {
+                    let xv = _mm512_set1_epi32((xp.add(i * depth + 4 * quad) as *const i32).read_unaligned());
+                    for (s, &v) in row.iter_mut().zip(&wv) {
+                        *s = _mm512_dpbusd_epi32(*s, v, xv);
+                    }
+                }
             }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_si512(xp.add(i * stride + k) as *const _);
-                let scale = _mm512_set1_ps(*x.scales.get_unchecked((xr + i) * x.blocks + b));
-                for (a, &v) in row.iter_mut().zip(&wv) {
-                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, xv);
-                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+            for (i, (a_row, s_row)) in acc.iter_mut().zip(&sums).enumerate() {
+                let scale = _mm512_set1_ps(*x.scales.get_unchecked((r0 + i) * x.blocks + b));
+                for (a, &s) in a_row.iter_mut().zip(s_row) {
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *a);
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
-            let offset = 128.0 * x.offsets[xr + i];
-            for (j, a) in row.iter().enumerate() {
-                out[at + i * ld + j] = w.scales[wc + j] * (_mm512_reduce_add_ps(*a) - offset);
+        // out = weight scale * (sum - 128 * offset of the row).
+        let wscale: [__m512; 4] = std::array::from_fn(|z| _mm512_loadu_ps(w.scales.as_ptr().add(16 * z)));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let offset = _mm512_set1_ps(128.0 * x.offsets[r0 + i]);
+            for (a, &s) in row.iter_mut().zip(&wscale) {
+                *a = _mm512_mul_ps(_mm512_sub_ps(*a, offset), s);
             }
         }
+        store_tile(&acc, n, out, ld);
     }
 }
 
@@ -295,15 +288,39 @@ mod tests {
 
     #[test]
     fn vector_and_portable_paths_agree() {
-        let (m, n, k) = (6, 11, 150);
+        let (m, n, k) = (7, 75, 150);
         let (x, w) = sample_operands(m, n, k);
-        let matrix = Q8Matrix::from_f32(&w, n, k);
+        let parts = vec![
+            Q8Matrix::from_f32(&w[..40 * k], 40, k),
+            Q8Matrix::from_f32(&w[40 * k..], 35, k),
+        ];
+        let matrix = Q8Matrix::stack(parts);
         let fast = matrix.matmul(&x, m);
-        let xq = quantize(&x, m, k, matrix.stride);
-        let mut portable = vec![0f32; m * n];
-        portable_block(&xq, 0, m, &matrix, 0, n, &mut portable, n);
-        for (a, b) in fast.iter().zip(&portable) {
-            assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        let xq = quantize(&x, m, k, matrix.depth);
+        let rows = QuantizedView {
+            data: &xq.data,
+            scales: &xq.scales,
+            offsets: &xq.offsets,
+            blocks: xq.blocks,
+        };
+        for g in (0..n).step_by(GROUP) {
+            let cols = (n - g).min(GROUP);
+            let weights = GroupView {
+                data: matrix.group(g),
+                scales: &matrix.scales[g..g + GROUP],
+                depth: matrix.depth,
+            };
+            let mut portable = vec![0f32; m * cols];
+            portable_block(&rows, &weights, cols, &mut portable, cols);
+            for r in 0..m {
+                for c in 0..cols {
+                    let (a, b) = (fast[r * n + g + c], portable[r * cols + c]);
+                    assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+                }
+            }
         }
+        // Stacking kept every row: the stacked product equals the whole matrix's.
+        let whole = Q8Matrix::from_f32(&w, n, k).matmul(&x, m);
+        assert_eq!(fast, whole);
     }
 }
