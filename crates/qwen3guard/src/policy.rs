@@ -59,6 +59,19 @@ pub struct SeverityProbs {
 }
 
 impl SeverityProbs {
+    /// A softmax over the logits of `Safe`, `Unsafe` and `Controversial`, in that order
+    /// (computed in f64).
+    pub fn from_logits(logits: [f32; 3]) -> Self {
+        let max = logits.iter().copied().fold(f32::MIN, f32::max);
+        let e = logits.map(|x| ((x - max) as f64).exp());
+        let sum: f64 = e.iter().sum();
+        SeverityProbs {
+            safe: (e[0] / sum) as f32,
+            unsafe_: (e[1] / sum) as f32,
+            controversial: (e[2] / sum) as f32,
+        }
+    }
+
     /// The most probable severity (Unsafe, then Controversial, on ties).
     pub fn best(&self) -> Severity {
         if self.unsafe_ >= self.safe && self.unsafe_ >= self.controversial {

@@ -347,14 +347,19 @@ impl Decoder<'_> {
         let m = self.model;
         let mut feed = pending.to_vec();
         feed.extend(&m.safety_prefix);
-        let logits = m.logits(&feed, &mut self.cache, 1)?;
-        let scores = m.label_scores(&logits[0]);
+        let hidden = m.backbone.forward(&feed, &mut self.cache)?;
+        let last = hidden.narrow(0, feed.len() - 1, 1)?;
+        // The three label logits alone decide a Safe verdict; the whole vocabulary is
+        // projected only when decoding goes on.
+        let labels = m.lm_head.select(&rows(&last)?.remove(0), &m.label_ids)?;
+        let scores = Scores::from_logits([labels[0], labels[1], labels[2]]);
         self.scores = Some(scores);
         if scores.best() == Severity::Safe && !categories {
             return Ok(());
         }
         self.generated = m.safety_prefix.clone();
-        let next = self.choose(&logits[0]);
+        let logits = rows(&m.lm_head.forward(&last)?)?.remove(0);
+        let next = self.choose(&logits);
         if !m.stop_ids.contains(&next) {
             self.run(&[next], format, true)?;
         }
@@ -393,17 +398,10 @@ impl GenModel {
     /// Softmax over the full vocabulary, then renormalised over the three labels, equals a
     /// softmax over the three labels' logits; that is what is computed.
     fn label_scores(&self, logits: &[f32]) -> Scores {
-        let l = self
-            .label_ids
-            .map(|id| logits.get(id as usize).copied().unwrap_or(f32::MIN));
-        let max = l.iter().copied().fold(f32::MIN, f32::max);
-        let e = l.map(|x| ((x - max) as f64).exp());
-        let sum: f64 = e.iter().sum();
-        Scores {
-            safe: (e[0] / sum) as f32,
-            unsafe_: (e[1] / sum) as f32,
-            controversial: (e[2] / sum) as f32,
-        }
+        Scores::from_logits(
+            self.label_ids
+                .map(|id| logits.get(id as usize).copied().unwrap_or(f32::MIN)),
+        )
     }
 }
 

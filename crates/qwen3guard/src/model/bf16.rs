@@ -10,7 +10,7 @@
 //! that instruction a portable loop computes the same products (bf16 x bf16 is exact in
 //! f32) in another order.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use half::bf16;
 
@@ -55,11 +55,17 @@ impl Bf16Matrix {
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.product(x, m, 0..self.rows())
+    }
+
+    /// The columns `rows` of `x @ self^T` (`rows.start` a multiple of 64): `(m, rows.len())`.
+    pub fn product(&self, x: &[f32], m: usize, rows: Range<usize>) -> Vec<f32> {
         let depth = self.depth;
         // Round the activations to bf16 once.
         let xb = self.activations(x, m, |v| bf16::from_f32(v).to_bits());
-        tiled(m, self.rows(), |m0, mb, n0, nb, out, ld| {
-            block(&xb[m0 * depth..][..mb * depth], depth, self.group(n0), nb, out, ld);
+        tiled(m, rows.len(), |m0, mb, n0, nb, out, ld| {
+            let group = self.group(rows.start + n0);
+            block(&xb[m0 * depth..][..mb * depth], depth, group, nb, out, ld);
         })
     }
 }

@@ -7,7 +7,7 @@
 //! 64 outputs with fused multiply-adds, reading the weights strictly in order. The tiling
 //! and threading are shared with the bf16 and 8-bit formats.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use crate::model::packed::tiled;
 use crate::model::panels::{Panels, GROUP};
@@ -42,9 +42,15 @@ impl F32Matrix {
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.product(x, m, 0..self.rows())
+    }
+
+    /// The columns `rows` of `x @ self^T` (`rows.start` a multiple of 64): `(m, rows.len())`.
+    pub fn product(&self, x: &[f32], m: usize, rows: Range<usize>) -> Vec<f32> {
         let depth = self.depth;
-        tiled(m, self.rows(), |m0, mb, n0, nb, out, ld| {
-            block(&x[m0 * depth..][..mb * depth], depth, self.group(n0), nb, out, ld);
+        tiled(m, rows.len(), |m0, mb, n0, nb, out, ld| {
+            let group = self.group(rows.start + n0);
+            block(&x[m0 * depth..][..mb * depth], depth, group, nb, out, ld);
         })
     }
 }

@@ -23,6 +23,13 @@ impl LmHead {
         Ok(LmHead { proj })
     }
 
+    /// The logits of tokens `ids` only, for one final hidden state `hidden`, equal to the
+    /// full projection's (`f32::MIN` for an id outside the vocabulary).
+    pub fn select(&self, hidden: &[f32], ids: &[u32]) -> Result<Vec<f32>> {
+        let ids: Vec<usize> = ids.iter().map(|&id| id as usize).collect();
+        self.proj.select(hidden, &ids)
+    }
+
     /// `(n, hidden) -> (n, vocab)` logits in f32.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.proj.forward(hidden)?.to_dtype(DType::F32)?)

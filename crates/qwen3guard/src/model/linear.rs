@@ -56,6 +56,19 @@ impl Linear {
         }
     }
 
+    /// Output features `ids` for one input row `x`, equal to those of the full product
+    /// (`f32::MIN` for an id past the last feature): a few logits without the whole
+    /// vocabulary.
+    pub fn select(&self, x: &[f32], ids: &[usize]) -> Result<Vec<f32>> {
+        match self {
+            Linear::Packed(matrix) => Ok(matrix.select(x, ids)),
+            Linear::Dense(_) => {
+                let all = self.forward_rows(x, 1)?;
+                Ok(ids.iter().map(|&id| all.get(id).copied().unwrap_or(f32::MIN)).collect())
+            }
+        }
+    }
+
     /// `(..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();

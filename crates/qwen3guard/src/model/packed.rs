@@ -68,6 +68,27 @@ impl PackedMatrix {
         }
     }
 
+    /// Output features `ids` of one input row `x`, each computed by the same kernel as in
+    /// [`Self::matmul`] (on the group of 64 rows holding it), so that the values are
+    /// identical to the full product's. An id past the last row gives `f32::MIN`.
+    pub fn select(&self, x: &[f32], ids: &[usize]) -> Vec<f32> {
+        ids.iter()
+            .map(|&id| {
+                if id >= self.rows() {
+                    return f32::MIN;
+                }
+                let start = id / COLUMN_BLOCK * COLUMN_BLOCK;
+                let rows = start..(start + COLUMN_BLOCK).min(self.rows());
+                let outputs = match self {
+                    PackedMatrix::F32(w) => w.product(x, 1, rows),
+                    PackedMatrix::Bf16(w) => w.product(x, 1, rows),
+                    PackedMatrix::Q8(w) => w.product(x, 1, rows),
+                };
+                outputs[id - start]
+            })
+            .collect()
+    }
+
     /// `x (m, cols) @ self^T -> (m, rows)`, row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         match self {
@@ -135,4 +156,26 @@ pub(crate) fn sample_operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f3
         .map(|i| ((i * 53 % 97) as f32 - 48.0) / 61.0)
         .collect();
     (x, w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_outputs_equal_the_full_product() {
+        let (rows, cols) = (130, 70);
+        let (x, w) = sample_operands(1, rows, cols);
+        for matrix in [
+            PackedMatrix::F32(F32Matrix::from_f32(&w, rows, cols)),
+            PackedMatrix::Bf16(Bf16Matrix::from_f32(&w, rows, cols)),
+            PackedMatrix::Q8(Q8Matrix::from_f32(&w, rows, cols)),
+        ] {
+            let full = matrix.matmul(&x, 1);
+            let ids = [0, 63, 64, 129, 5];
+            let picked: Vec<f32> = ids.iter().map(|&i| full[i]).collect();
+            assert_eq!(matrix.select(&x, &ids), picked);
+            assert_eq!(matrix.select(&x, &[130]), vec![f32::MIN]);
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! weights adds `128 * sum(x_q)` per block, which depends on the activation row only and
 //! is removed once per output. Without VNNI a portable loop computes the same sums.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use crate::model::packed::tiled;
 use crate::model::panels::{Panels, GROUP};
@@ -90,8 +90,14 @@ impl Q8Matrix {
 
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.product(x, m, 0..self.rows())
+    }
+
+    /// The columns `rows` of `x @ self^T` (`rows.start` a multiple of 64): `(m, rows.len())`.
+    pub fn product(&self, x: &[f32], m: usize, rows: Range<usize>) -> Vec<f32> {
         let xq = quantize(x, m, self.cols(), self.depth);
-        tiled(m, self.rows(), |m0, mb, n0, nb, out, ld| {
+        tiled(m, rows.len(), |m0, mb, n0, nb, out, ld| {
+            let n0 = rows.start + n0;
             let rows = QuantizedView {
                 data: &xq.data[m0 * self.depth..][..mb * self.depth],
                 scales: &xq.scales[m0 * xq.blocks..][..mb * xq.blocks],
