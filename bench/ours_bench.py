@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--bin", default="target/release/qwen3guard")
     ap.add_argument("--gen", default="/work/models/gen-0.6B")
     ap.add_argument("--stream", default="/work/models/stream-0.6B")
-    ap.add_argument("--dtypes", default="f32,bf16")
+    ap.add_argument("--dtypes", default="f32,bf16,q8")
     ap.add_argument("--models", default="gen,stream")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)

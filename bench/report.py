@@ -14,8 +14,16 @@ import math
 import struct
 from pathlib import Path
 
-DTYPES = ("f32", "bf16")
-BYTES = {"f32": 4, "bf16": 2}
+DTYPES = ("f32", "bf16", "q8")
+# Bytes per weight in each of our formats (q8: int8 values; its per-row f32 scales not counted).
+BYTES = {"f32": 4, "bf16": 2, "q8": 1}
+# Each peer's format at the same precision as each of ours, so that comparisons pair like with
+# like: llama.cpp's 8-bit format is q8_0 (int8 in blocks of 32 with an f16 scale each); the
+# PyTorch reference has no 8-bit run, so q8 has no reference counterpart (None).
+LC_OF = {"f32": "f32", "bf16": "bf16", "q8": "q8_0"}
+REF_OF = {"f32": "f32", "bf16": "bf16", "q8": None}
+LC_DTYPES = tuple(LC_OF.values())
+REF_DTYPES = tuple(d for d in REF_OF.values() if d)
 
 
 def load(path):
@@ -132,10 +140,10 @@ def main():
         vals = [v for v in (l(q, "gen", "prompt_cached_ms"), l(q, "gen", "prompt_ramcache_ms")) if v is not None]
         return min(vals) if vals else None
 
-    cols = [("qwen3guard f32", lambda f: f("ours", "f32")), ("qwen3guard bf16", lambda f: f("ours", "bf16")),
-            ("PyTorch f32", lambda f: f("ref", "f32")), ("PyTorch bf16", lambda f: f("ref", "bf16")),
-            ("llama.cpp f32", lambda f: f("lc", "f32")), ("llama.cpp bf16", lambda f: f("lc", "bf16")),
-            ("llama.cpp q8_0", lambda f: f("lc", "q8_0"))]
+    # one column per tool and format; `dt=dt` binds each column's own format
+    cols = [*[(f"qwen3guard {dt}", lambda f, dt=dt: f("ours", dt)) for dt in DTYPES],
+            *[(f"PyTorch {dt}", lambda f, dt=dt: f("ref", dt)) for dt in REF_DTYPES],
+            *[(f"llama.cpp {q}", lambda f, q=q: f("lc", q)) for q in LC_DTYPES]]
 
     def row(name, ours_f, ref_f, lc_f):
         cells = []
@@ -195,32 +203,40 @@ def main():
 
     mul = lambda k, v: None if v is None else k * v  # noqa: E731
     for dt in DTYPES:
+        q, rd = LC_OF[dt], REF_OF[dt]  # the peers' formats at this precision (rd None: no reference)
         t128, t512, t2048 = (o("stream", dt, "stream", "token_ms", n) for n in ("128", "512", "2048"))
         target("Stream: token after 2048 / token after 128", dt, ratio(t2048, t128), 1.5)
         target("Stream: chunk-16 per token vs 0.25 x token after 512 (ms)", dt,
                o("stream", dt, "stream", "chunk16_token_ms"), mul(0.25, t512))
         for n, t in (("128", t128), ("512", t512), ("2048", t2048)):
-            target(f"Stream: token after {n} vs llama.cpp {dt} decode step after {n} (ms)", dt, t,
-                   l(dt, "gen", "decode_token_ms", n))
-        target("Stream: token after 2048 (ours) vs 0.05 x reference re-feed after 1024 (ms)", dt, t2048,
-               mul(0.05, r("stream", dt, "stream", "refeed_token_ms", "1024")))
+            target(f"Stream: token after {n} vs llama.cpp {q} decode step after {n} (ms)", dt, t,
+                   l(q, "gen", "decode_token_ms", n))
+        if rd:
+            target(f"Stream: token after 2048 (ours) vs 0.05 x reference {rd} re-feed after 1024 (ms)", dt, t2048,
+                   mul(0.05, r("stream", rd, "stream", "refeed_token_ms", "1024")))
         cold, warm = o("gen", dt, "gen", "prompt_cold_ms"), o("gen", dt, "gen", "prompt_warm_ms")
         target("Gen: prompt_warm vs 0.35 x prompt_cold (ms)", dt, warm, mul(0.35, cold))
-        target("Gen: full prompt moderation vs 0.25 x reference generate() (ms)", dt, warm,
-               mul(0.25, r("gen", dt, "gen", "prompt_generate_ms")))
-        target("Gen: full prompt moderation vs 0.6 x llama.cpp best with prompt cache (ms)", dt, warm,
-               mul(0.6, lc_best(dt)))
-        target("Gen: verdict only vs 0.6 x llama.cpp verdict forward (ms)", dt,
-               o("gen", dt, "gen", "verdict_only_ms"), mul(0.6, l(dt, "gen", "verdict_ms")))
+        if rd:
+            target(f"Gen: full prompt moderation vs 0.25 x reference {rd} generate() (ms)", dt, warm,
+                   mul(0.25, r("gen", rd, "gen", "prompt_generate_ms")))
+        target(f"Gen: full prompt moderation vs 0.6 x llama.cpp {q} best with prompt cache (ms)", dt, warm,
+               mul(0.6, lc_best(q)))
+        target(f"Gen: verdict only vs 0.6 x llama.cpp {q} verdict forward (ms)", dt,
+               o("gen", dt, "gen", "verdict_only_ms"), mul(0.6, l(q, "gen", "verdict_ms")))
         for m in ("gen", "stream"):
-            target(f"{m.capitalize()}: prefill tokens/s vs 1.2 x llama.cpp", dt, o(m, dt, "prefill_tokens_per_s"),
-                   mul(1.2, l(dt, "prefill_tokens_per_s")), ">=")
+            target(f"{m.capitalize()}: prefill tokens/s vs 1.2 x llama.cpp {q}", dt, o(m, dt, "prefill_tokens_per_s"),
+                   mul(1.2, l(q, "prefill_tokens_per_s")), ">=")
             p = weights.get(f"{m}_params")
             wmb = None if p is None else p * BYTES[dt] / 2**20
             target(f"{m.capitalize()}: peak RSS vs 1.3 x weights in {dt} (MiB)", dt, o(m, dt, "peak_rss_mb"),
                    mul(1.3, wmb))
+    # say which targets were left out rather than list rows that can never be measured
+    no_ref = [dt for dt in DTYPES if REF_OF[dt] is None]
+    no_ref_note = (f"The two targets against the PyTorch reference (its re-feed loop and its `generate()`) are "
+                   f"not listed for {' and '.join(no_ref)}: the reference has no run at that precision."
+                   if no_ref else "")
 
-    # ---- where a peer wins (same precision; q8_0 compared with our bf16 as the nearest)
+    # ---- where a peer wins (each of our formats against the peers' format at the same precision)
     wins = []
 
     n_cmp = 0
@@ -236,69 +252,68 @@ def main():
             wins.append(f"- {name}: {peer_name} {fmt(peer_v)} vs ours {fmt(ours_v)} ({f:.2f}x in its favour).")
 
     for dt in DTYPES:
-        for q in ([dt, "q8_0"] if dt == "bf16" else [dt]):
-            peer(f"Gen full prompt moderation with a preamble cache ({dt})", o("gen", dt, "gen", "prompt_warm_ms"),
-                 f"llama.cpp {q}", lc_best(q))
-            peer(f"Gen cold prompt moderation ({dt})", o("gen", dt, "gen", "prompt_cold_ms"),
-                 f"llama.cpp {q}", l(q, "gen", "prompt_cold_ms"))
-            peer(f"Gen verdict only ({dt})", o("gen", dt, "gen", "verdict_only_ms"), f"llama.cpp {q}",
-                 l(q, "gen", "verdict_ms"))
-            peer(f"Gen response moderation ({dt})", o("gen", dt, "gen", "response_warm_ms"), f"llama.cpp {q}",
-                 l(q, "gen", "response_cached_ms"))
-            peer(f"Gen prefill tokens/s ({dt})", o("gen", dt, "prefill_tokens_per_s"), f"llama.cpp {q}",
-                 l(q, "prefill_tokens_per_s"), True)
-            for n in ("128", "512", "2048"):
-                peer(f"one appended token after {n} ({dt}; llama.cpp: a Gen decode step incl. LM head)",
-                     o("stream", dt, "stream", "token_ms", n), f"llama.cpp {q}", l(q, "gen", "decode_token_ms", n))
-            peer(f"chunk of 16 per token ({dt})", o("stream", dt, "stream", "chunk16_token_ms"), f"llama.cpp {q}",
-                 l(q, "gen", "chunk16_token_ms"))
-            peer(f"Gen peak RSS ({dt})", o("gen", dt, "peak_rss_mb"), f"llama.cpp {q}", l(q, "peak_rss_mb"))
-        peer(f"Gen full prompt moderation ({dt})", o("gen", dt, "gen", "prompt_warm_ms"), f"PyTorch {dt} generate()",
-             r("gen", dt, "gen", "prompt_generate_ms"))
-        peer(f"Gen verdict only ({dt})", o("gen", dt, "gen", "verdict_only_ms"), f"PyTorch {dt} forward",
-             r("gen", dt, "gen", "verdict_forward_ms"))
+        q, rd = LC_OF[dt], REF_OF[dt]
+        peer(f"Gen full prompt moderation with a preamble cache ({dt})", o("gen", dt, "gen", "prompt_warm_ms"),
+             f"llama.cpp {q}", lc_best(q))
+        peer(f"Gen cold prompt moderation ({dt})", o("gen", dt, "gen", "prompt_cold_ms"),
+             f"llama.cpp {q}", l(q, "gen", "prompt_cold_ms"))
+        peer(f"Gen verdict only ({dt})", o("gen", dt, "gen", "verdict_only_ms"), f"llama.cpp {q}",
+             l(q, "gen", "verdict_ms"))
+        peer(f"Gen response moderation ({dt})", o("gen", dt, "gen", "response_warm_ms"), f"llama.cpp {q}",
+             l(q, "gen", "response_cached_ms"))
+        peer(f"Gen prefill tokens/s ({dt})", o("gen", dt, "prefill_tokens_per_s"), f"llama.cpp {q}",
+             l(q, "prefill_tokens_per_s"), True)
+        for n in ("128", "512", "2048"):
+            peer(f"one appended token after {n} ({dt}; llama.cpp: a Gen decode step incl. LM head)",
+                 o("stream", dt, "stream", "token_ms", n), f"llama.cpp {q}", l(q, "gen", "decode_token_ms", n))
+        peer(f"chunk of 16 per token ({dt})", o("stream", dt, "stream", "chunk16_token_ms"), f"llama.cpp {q}",
+             l(q, "gen", "chunk16_token_ms"))
+        peer(f"Gen peak RSS ({dt})", o("gen", dt, "peak_rss_mb"), f"llama.cpp {q}", l(q, "peak_rss_mb"))
+        if not rd:
+            continue  # no reference run at this precision
+        peer(f"Gen full prompt moderation ({dt})", o("gen", dt, "gen", "prompt_warm_ms"), f"PyTorch {rd} generate()",
+             r("gen", rd, "gen", "prompt_generate_ms"))
+        peer(f"Gen verdict only ({dt})", o("gen", dt, "gen", "verdict_only_ms"), f"PyTorch {rd} forward",
+             r("gen", rd, "gen", "verdict_forward_ms"))
         for n in ("128", "512", "2048"):
             peer(f"Stream token after {n} ({dt})", o("stream", dt, "stream", "token_ms", n),
-                 f"PyTorch {dt} with a KV cache", r("stream", dt, "stream", "kv_token_ms", n))
-        peer(f"Stream open on the prompt ({dt})", o("stream", dt, "stream", "prompt_ms"), f"PyTorch {dt}",
-             r("stream", dt, "stream", "prompt_ms"))
+                 f"PyTorch {rd} with a KV cache", r("stream", rd, "stream", "kv_token_ms", n))
+        peer(f"Stream open on the prompt ({dt})", o("stream", dt, "stream", "prompt_ms"), f"PyTorch {rd}",
+             r("stream", rd, "stream", "prompt_ms"))
         for m in ("gen", "stream"):
-            peer(f"{m.capitalize()} prefill tokens/s ({dt})", o(m, dt, "prefill_tokens_per_s"), f"PyTorch {dt}",
-                 r(m, dt, "prefill_tokens_per_s"), True)
-            peer(f"{m.capitalize()} peak RSS ({dt})", o(m, dt, "peak_rss_mb"), f"PyTorch {dt}", r(m, dt, "peak_rss_mb"))
+            peer(f"{m.capitalize()} prefill tokens/s ({dt})", o(m, dt, "prefill_tokens_per_s"), f"PyTorch {rd}",
+                 r(m, rd, "prefill_tokens_per_s"), True)
+            peer(f"{m.capitalize()} peak RSS ({dt})", o(m, dt, "peak_rss_mb"), f"PyTorch {rd}", r(m, rd, "peak_rss_mb"))
 
     # ---- charts
     docs.mkdir(parents=True, exist_ok=True)
     charts = {
         "bench-gen-prompt.svg": hbar_svg(
             "Gen: full prompt moderation (8 tokens)", [
-                ("qwen3guard f32, preamble cached", o("gen", "f32", "gen", "prompt_warm_ms"), "qwen3guard"),
-                ("qwen3guard bf16, preamble cached", o("gen", "bf16", "gen", "prompt_warm_ms"), "qwen3guard"),
-                ("qwen3guard f32, cold", o("gen", "f32", "gen", "prompt_cold_ms"), "qwen3guard"),
-                ("qwen3guard bf16, cold", o("gen", "bf16", "gen", "prompt_cold_ms"), "qwen3guard"),
-                ("PyTorch f32 generate()", r("gen", "f32", "gen", "prompt_generate_ms"), "PyTorch"),
-                ("PyTorch bf16 generate()", r("gen", "bf16", "gen", "prompt_generate_ms"), "PyTorch"),
-                *[(f"llama.cpp {q}, prompt cache", lc_best(q), "llama.cpp") for q in ("f32", "bf16", "q8_0")],
-                *[(f"llama.cpp {q}, cold", l(q, "gen", "prompt_cold_ms"), "llama.cpp") for q in ("f32", "bf16", "q8_0")],
+                *[(f"qwen3guard {dt}, preamble cached", o("gen", dt, "gen", "prompt_warm_ms"), "qwen3guard")
+                  for dt in DTYPES],
+                *[(f"qwen3guard {dt}, cold", o("gen", dt, "gen", "prompt_cold_ms"), "qwen3guard") for dt in DTYPES],
+                *[(f"PyTorch {d} generate()", r("gen", d, "gen", "prompt_generate_ms"), "PyTorch") for d in REF_DTYPES],
+                *[(f"llama.cpp {q}, prompt cache", lc_best(q), "llama.cpp") for q in LC_DTYPES],
+                *[(f"llama.cpp {q}, cold", l(q, "gen", "prompt_cold_ms"), "llama.cpp") for q in LC_DTYPES],
             ], "milliseconds, lower is better"),
         "bench-stream-token.svg": hbar_svg(
             "Stream: cost of one appended token", [
                 row_ for n in ("128", "512", "2048") for row_ in [
-                    (f"qwen3guard f32 @{n}", o("stream", "f32", "stream", "token_ms", n), "qwen3guard"),
-                    (f"qwen3guard bf16 @{n}", o("stream", "bf16", "stream", "token_ms", n), "qwen3guard"),
+                    *[(f"qwen3guard {dt} @{n}", o("stream", dt, "stream", "token_ms", n), "qwen3guard")
+                      for dt in DTYPES],
                     (f"PyTorch f32 re-feed @{n}", r("stream", "f32", "stream", "refeed_token_ms", n), "PyTorch"),
                     (f"PyTorch f32 KV cache @{n}", r("stream", "f32", "stream", "kv_token_ms", n), "PyTorch"),
-                    (f"llama.cpp bf16 decode @{n}", l("bf16", "gen", "decode_token_ms", n), "llama.cpp"),
+                    # the decode step of the peer format paired with each of our reduced precisions
+                    *[(f"llama.cpp {q} decode @{n}", l(q, "gen", "decode_token_ms", n), "llama.cpp")
+                      for q in ("bf16", "q8_0")],
                 ]], "milliseconds, lower is better", log=True),
         "bench-prefill.svg": hbar_svg(
             "Prefill of 512 tokens", [
-                ("qwen3guard Gen f32", o("gen", "f32", "prefill_tokens_per_s"), "qwen3guard"),
-                ("qwen3guard Gen bf16", o("gen", "bf16", "prefill_tokens_per_s"), "qwen3guard"),
-                ("qwen3guard Stream f32", o("stream", "f32", "prefill_tokens_per_s"), "qwen3guard"),
-                ("qwen3guard Stream bf16", o("stream", "bf16", "prefill_tokens_per_s"), "qwen3guard"),
-                ("PyTorch Gen f32", r("gen", "f32", "prefill_tokens_per_s"), "PyTorch"),
-                ("PyTorch Gen bf16", r("gen", "bf16", "prefill_tokens_per_s"), "PyTorch"),
-                *[(f"llama.cpp {q}", l(q, "prefill_tokens_per_s"), "llama.cpp") for q in ("f32", "bf16", "q8_0")],
+                *[(f"qwen3guard {m.capitalize()} {dt}", o(m, dt, "prefill_tokens_per_s"), "qwen3guard")
+                  for m in ("gen", "stream") for dt in DTYPES],
+                *[(f"PyTorch Gen {d}", r("gen", d, "prefill_tokens_per_s"), "PyTorch") for d in REF_DTYPES],
+                *[(f"llama.cpp {q}", l(q, "prefill_tokens_per_s"), "llama.cpp") for q in LC_DTYPES],
             ], "tokens per second, higher is better"),
     }
     for name, svg in charts.items():
@@ -314,8 +329,8 @@ def main():
                          f"{fmt(p.get('wall_s'))} |")
 
     # Do the peers' greedy decodes agree? (ours is checked against PyTorch by the parity tests)
-    texts = {f"PyTorch {dt}": get(ref, f"gen-{dt}", "generated", "prompt", "text") for dt in DTYPES}
-    texts.update({f"llama.cpp {q}": (get(lc, q, "generated", "prompt") or [None])[0] for q in ("f32", "bf16", "q8_0")})
+    texts = {f"PyTorch {dt}": get(ref, f"gen-{dt}", "generated", "prompt", "text") for dt in REF_DTYPES}
+    texts.update({f"llama.cpp {q}": (get(lc, q, "generated", "prompt") or [None])[0] for q in LC_DTYPES})
     texts = {k: v for k, v in texts.items() if v is not None}
     if len(texts) > 1 and len(set(texts.values())) == 1:
         same_tokens = f"The peers' greedy outputs for the prompt were identical ({', '.join(texts)})."
@@ -366,6 +381,11 @@ one at a time. Each figure is the median of timed runs after one warm-up run (qw
 llama.cpp: 5 runs; PyTorch: 3 runs, and the re-feed loop 3 tokens per context, the longest
 contexts without warm-up).
 
+Precisions: qwen3guard f32, bf16 and q8 (int8 weights with one scale per row; activations
+quantized to int8 per block of 64 inside each product), PyTorch f32 and bf16, llama.cpp f32,
+bf16 and q8_0 (int8 weights with an f16 scale per block of 32). Comparisons pair the same
+precision: our q8 with llama.cpp q8_0, which is also 8-bit; PyTorch has no 8-bit run here.
+
 ## Gen (Qwen3ForCausalLM writing `Safety: ...`)
 
 {head}
@@ -407,13 +427,17 @@ contexts without warm-up).
 
 The 1,024-token target is checked with our token **after 2048** (our bench does not measure
 1024; a token after 1024 costs at most that). Weights' size: {fmt(gw / 1e6 if gw else None, 1)} M parameters
-(Gen; Stream {fmt(weights.get('stream_params', 0) / 1e6 if weights.get('stream_params') else None, 1)} M) x 4 bytes (f32) or 2 bytes (bf16).
+(Gen; Stream {fmt(weights.get('stream_params', 0) / 1e6 if weights.get('stream_params') else None, 1)} M) x 4 bytes (f32), 2 bytes (bf16) or 1 byte (q8;
+its per-row scales are not counted). Each of our formats is held to the peer at the same
+precision: f32 and bf16 to llama.cpp and PyTorch in that format, q8 to llama.cpp q8_0.
+{no_ref_note}
 
 ## Where a peer wins
 
-Every figure where a peer measured better than qwen3guard at the same precision (llama.cpp
-q8_0 is compared with our bf16, our smallest format). In short: {n_met} of {n_targets} targets
-are met; {n_wins} of {n_cmp} head-to-head figures go to a peer.
+Every figure where a peer measured better than qwen3guard at the same precision: our f32 and
+bf16 against llama.cpp and PyTorch in that format, our q8 against llama.cpp q8_0 (PyTorch has
+no 8-bit run). In short: {n_met} of {n_targets} targets are met; {n_wins} of {n_cmp} head-to-head
+figures go to a peer.
 
 {chr(10).join(wins) if wins else '- None: qwen3guard measured best on every figure compared.'}
 
@@ -454,6 +478,10 @@ bench/run.sh
 cargo build --release -p qwen3guard-cli
 ./target/release/qwen3guard bench --model /work/models/gen-0.6B --dtype f32 --threads 2 --runs 5 --json
 ./target/release/qwen3guard bench --model /work/models/stream-0.6B --dtype bf16 --threads 2 --runs 5 --json
+./target/release/qwen3guard bench --model /work/models/gen-0.6B --dtype q8 --threads 2 --runs 5 --json
+# ours on both checkpoints in every format, waiting for a quiet machine before each run
+python3 bench/ours_bench.py --bin target/release/qwen3guard --gen /work/models/gen-0.6B \\
+    --stream /work/models/stream-0.6B --dtypes f32,bf16,q8 --threads 2 --runs 5
 python bench/reference_bench.py --gen /work/models/gen-0.6B --stream /work/models/stream-0.6B \\
     --dtypes f32,bf16 --threads 2 --runs 3 --refeed-runs 3
 python bench/llamacpp_bench.py --gguf /work/models/gen-0.6B-{{f32,bf16,q8_0}}.gguf \\

@@ -197,3 +197,75 @@ fn reduced_precisions_stay_close_to_f32() {
         assert!(worst < 0.05, "{precision} drifts {worst} from f32");
     }
 }
+
+/// Sessions appended together in one batched forward pass (different chunk sizes, some
+/// sessions finishing early) get exactly the verdicts they get appended alone.
+#[test]
+fn batched_appends_equal_separate_ones() {
+    for precision in [qwen3guard::Precision::F32, qwen3guard::Precision::Bf16] {
+        let guard = StreamGuard::load(
+            &Checkpoint::open(&fixture("stream")).unwrap(),
+            &qwen3guard::LoadOptions { precision },
+        )
+        .unwrap();
+        let cases: Vec<Case> = reference("stream");
+        assert!(cases.len() >= 3, "need several cases");
+        let exchanges: Vec<_> = cases
+            .iter()
+            .map(|c| guard.render_exchange(&conversation(&c.messages)).unwrap())
+            .collect();
+        let chunks: Vec<usize> = (0..cases.len()).map(|i| [1, 3, 16][i % 3]).collect();
+        let mut sessions: Vec<_> = exchanges
+            .iter()
+            .map(|e| guard.open_exchange(e).unwrap())
+            .collect();
+        let pieces: Vec<Vec<&[u32]>> = exchanges
+            .iter()
+            .zip(&chunks)
+            .map(|(e, &chunk)| e.response_ids().chunks(chunk).collect())
+            .collect();
+        let steps = pieces.iter().map(Vec::len).max().unwrap_or(0);
+        for step in 0..steps {
+            let ids: Vec<&[u32]> = pieces
+                .iter()
+                .map(|p| p.get(step).copied().unwrap_or(&[]))
+                .collect();
+            let mut refs: Vec<&mut qwen3guard::StreamSession> = sessions.iter_mut().collect();
+            guard.append_batch(&mut refs, &ids).unwrap();
+        }
+        for ((case, session), &chunk) in cases.iter().zip(&sessions).zip(&chunks) {
+            let (_, risks, cats) = run_session(&guard, case, chunk);
+            let batched_risks: Vec<Vec<f32>> = session
+                .tokens()
+                .iter()
+                .map(|t| vec![t.risk_probs.safe, t.risk_probs.unsafe_, t.risk_probs.controversial])
+                .collect();
+            let batched_cats: Vec<Vec<f32>> =
+                session.tokens().iter().map(|t| t.category_probs.clone()).collect();
+            assert_eq!(batched_risks, risks, "{precision} {}: risk", case.name);
+            assert_eq!(batched_cats, cats, "{precision} {}: category", case.name);
+        }
+    }
+}
+
+/// A batch refuses mismatched lists and sessions of another guard, changing nothing.
+#[test]
+fn batch_errors_leave_sessions_unchanged() {
+    let (a, b) = (guard("stream"), guard("stream"));
+    let conv = qwen3guard::Conversation::from_prompt("hello there", None);
+    let mut mine = a.open(&conv).unwrap();
+    let mut theirs = b.open(&conv).unwrap();
+    let before = (mine.position(), theirs.position());
+    let err = a
+        .append_batch(&mut [&mut mine, &mut theirs], &[&[100], &[101]])
+        .unwrap_err();
+    assert!(err.to_string().contains("another StreamGuard"), "{err}");
+    let err = a.append_batch(&mut [&mut mine], &[&[100], &[101]]).unwrap_err();
+    assert!(err.to_string().contains("1 sessions but 2"), "{err}");
+    let err = a
+        .append_batch(&mut [&mut mine], &[&[u32::MAX]])
+        .unwrap_err();
+    assert!(err.to_string().contains("vocabulary"), "{err}");
+    assert_eq!((mine.position(), theirs.position()), before);
+    assert!(mine.tokens().is_empty());
+}

@@ -5,8 +5,9 @@ use rayon::prelude::*;
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
 use crate::model::cache_attention::attend_cached;
+use crate::model::backbone::Segment;
 use crate::model::rotary::RopeTables;
-use crate::model::{linear, stacked_linear, KvCache, Linear, RmsNorm};
+use crate::model::{linear, stacked_linear, Linear, RmsNorm};
 
 /// One layer's attention (`model.layers.{i}.self_attn`).
 #[derive(Debug, Clone)]
@@ -41,31 +42,35 @@ impl Attention {
         })
     }
 
-    /// `(L, hidden) -> (L, hidden)` (row-major) for `L` new positions after those in
-    /// `cache`, whose rotations `rope` holds.
-    pub fn forward(
+    /// `(rows, hidden) -> (rows, hidden)` (row-major) for the new positions of the
+    /// sequences `segments` (their rows in order, each after the positions in its cache).
+    pub(crate) fn forward(
         &self,
         x: &[f32],
-        len: usize,
-        rope: &RopeTables,
-        cache: &mut KvCache,
+        segments: &mut [Segment<'_>],
         layer: usize,
     ) -> Result<Vec<f32>> {
         let d = self.head_dim;
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        let rows: usize = segments.iter().map(|s| s.len).sum();
 
-        // 1. Project (one product for q, k, v); per position, norm and rotate each query
-        //    and key head: rows (L, H*D) for queries, (L, KV*D) for keys and values.
-        let qkv = self.qkv_proj.forward_rows(x, len)?;
-        let mut q = vec![0f32; len * q_width];
-        let mut k = vec![0f32; len * kv_width];
-        let mut v = vec![0f32; len * kv_width];
+        // 1. Project (one product for q, k, v, all sequences); per position, norm and
+        //    rotate each query and key head: rows (rows, H*D) for queries, (rows, KV*D)
+        //    for keys and values.
+        let qkv = self.qkv_proj.forward_rows(x, rows)?;
+        let owners: Vec<(&RopeTables, usize)> = segments
+            .iter()
+            .flat_map(|s| (0..s.len).map(move |i| (&s.rope, i)))
+            .collect();
+        let mut q = vec![0f32; rows * q_width];
+        let mut k = vec![0f32; rows * kv_width];
+        let mut v = vec![0f32; rows * kv_width];
         q.par_chunks_mut(q_width)
             .zip(k.par_chunks_mut(kv_width))
             .zip(v.par_chunks_mut(kv_width))
             .zip(qkv.par_chunks(q_width + 2 * kv_width))
-            .enumerate()
-            .for_each(|(i, (((q, k), v), row))| {
+            .zip(owners.par_iter())
+            .for_each(|((((q, k), v), row), &(rope, i))| {
                 let (q_in, rest) = row.split_at(q_width);
                 let (k_in, v_in) = rest.split_at(kv_width);
                 for (src, dst) in q_in.chunks_exact(d).zip(q.chunks_exact_mut(d)) {
@@ -79,10 +84,18 @@ impl Attention {
                 v.copy_from_slice(v_in);
             });
 
-        // 2. Write the new keys and values to the cache, then attend over everything
-        //    cached, reading the cache in place (see `cache_attention`).
-        cache.write(layer, &k, &v, len);
-        let out = attend_cached(&q, cache, layer, self.heads, len, self.scale as f32)?;
-        self.o_proj.forward_rows(&out, len)
+        // 2. Per sequence: write the new keys and values to its cache, then attend over
+        //    everything it caches, reading the cache in place (see `cache_attention`).
+        let mut out = Vec::with_capacity(rows * q_width);
+        let mut first = 0;
+        for segment in segments.iter_mut() {
+            let (len, cache) = (segment.len, &mut *segment.cache);
+            let kv = first * kv_width..(first + len) * kv_width;
+            cache.write(layer, &k[kv.clone()], &v[kv], len);
+            let queries = &q[first * q_width..(first + len) * q_width];
+            out.extend(attend_cached(queries, cache, layer, self.heads, len, self.scale as f32)?);
+            first += len;
+        }
+        self.o_proj.forward_rows(&out, rows)
     }
 }

@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::{Error, Result};
+use crate::model::rotary::RopeTables;
 use crate::model::{DecoderLayer, Embedding, KvCache, KvPrecision, RmsNorm, Rotary};
 
 /// Positions run by one pass through the layers; longer inputs run in chunks of this many.
@@ -74,8 +75,56 @@ impl Backbone {
     /// Runs `ids` as the positions after those already in `cache` and returns the final
     /// hidden states `(len, hidden)` (after `model.norm`). The cache grows by `ids.len()`.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.check(ids, cache)?;
+        // Long inputs run in chunks: the results are the same (every row's sums run in
+        // the same order whatever the chunk), and the activations held at once stay
+        // those of one chunk. On failure the cache is left as it was.
         let offset = cache.len();
-        let len = ids.len();
+        let mut out = Vec::with_capacity(ids.len() * self.cfg.hidden_size);
+        for chunk in ids.chunks(FORWARD_CHUNK) {
+            let mut item = [BatchItem {
+                ids: chunk,
+                cache: &mut *cache,
+            }];
+            match self.forward_rows(&mut item) {
+                Ok(mut rows) => out.append(&mut rows[0]),
+                Err(err) => {
+                    item[0].cache.truncate(offset);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (ids.len(), self.cfg.hidden_size), &self.device)?)
+    }
+
+    /// Runs several sequences' new positions in one pass: every weight product takes all
+    /// their rows at once (the weights are read once for the batch), attention stays per
+    /// sequence. Returns each item's final hidden states `(len, hidden)`, equal to what
+    /// [`Self::forward`] gives for it alone. On failure every cache is left as it was.
+    ///
+    /// Nothing is chunked here: the caller (a scheduler) sizes the batch.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
+        for item in items.iter() {
+            self.check(item.ids, item.cache)?;
+        }
+        let offsets: Vec<usize> = items.iter().map(|item| item.cache.len()).collect();
+        let rows = self.forward_rows(items).inspect_err(|_| {
+            for (item, &offset) in items.iter_mut().zip(&offsets) {
+                item.cache.truncate(offset);
+            }
+        })?;
+        let hidden = self.cfg.hidden_size;
+        rows.into_iter()
+            .map(|r| {
+                let len = r.len() / hidden;
+                Ok(Tensor::from_vec(r, (len, hidden), &self.device)?)
+            })
+            .collect()
+    }
+
+    /// Rejects input the model cannot run after `cache`.
+    fn check(&self, ids: &[u32], cache: &KvCache) -> Result<()> {
+        let (offset, len) = (cache.len(), ids.len());
         if len == 0 {
             return Err(Error::Session("no tokens to process".into()));
         }
@@ -92,35 +141,62 @@ impl Backbone {
                 self.cfg.vocab_size
             )));
         }
-        // Long inputs run in chunks: the results are the same (every row's sums run in
-        // the same order whatever the chunk), and the activations held at once stay
-        // those of one chunk. On failure the cache is left as it was.
-        let hidden = self.cfg.hidden_size;
-        let mut out = Vec::with_capacity(len * hidden);
-        for chunk in ids.chunks(FORWARD_CHUNK) {
-            match self.forward_chunk(chunk, cache) {
-                Ok(rows) => out.extend(rows),
-                Err(err) => {
-                    cache.truncate(offset);
-                    return Err(err);
-                }
-            }
-        }
-        Ok(Tensor::from_vec(out, (len, hidden), &self.device)?)
+        Ok(())
     }
 
-    /// One chunk of [`Self::forward`]: final hidden states as rows `(len, hidden)`.
-    fn forward_chunk(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        let (offset, len) = (cache.len(), ids.len());
-        // 1. Embed: (L, hidden) rows.
-        let mut x = self.embed_tokens.lookup_rows(ids)?;
-        // 2. The layers, with the rotations of the new positions.
-        let rope = self.rotary.tables(offset, len);
-        for (i, layer) in self.layers.iter().enumerate() {
-            layer.forward(&mut x, len, &rope, cache, i)?;
+    /// One pass through the layers for checked items: final hidden states as rows, per
+    /// item. Caches may hold partial writes past their length on failure.
+    fn forward_rows(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        // 1. Embed every item's ids: rows (total, hidden), item after item.
+        let mut x = Vec::new();
+        for item in items.iter() {
+            x.extend(self.embed_tokens.lookup_rows(item.ids)?);
         }
-        cache.advance(len);
-        // 3. Final norm.
-        Ok(self.norm.forward_rows(&x))
+        // 2. The layers, each item with the rotations of its own positions.
+        let mut segments: Vec<Segment<'_>> = items
+            .iter_mut()
+            .map(|item| Segment {
+                len: item.ids.len(),
+                rope: self.rotary.tables(item.cache.len(), item.ids.len()),
+                cache: &mut *item.cache,
+            })
+            .collect();
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.forward(&mut x, &mut segments, i)?;
+        }
+        for segment in &mut segments {
+            segment.cache.advance(segment.len);
+        }
+        // 3. Final norm, split back per item.
+        let hidden = self.cfg.hidden_size;
+        let normed = self.norm.forward_rows(&x);
+        let mut rest = normed.as_slice();
+        Ok(segments
+            .iter()
+            .map(|segment| {
+                let (mine, tail) = rest.split_at(segment.len * hidden);
+                rest = tail;
+                mine.to_vec()
+            })
+            .collect())
     }
+}
+
+/// One sequence's share of a batched forward pass: its new token ids and its cache.
+#[derive(Debug)]
+pub struct BatchItem<'a> {
+    /// Token ids to run after the cached positions.
+    pub ids: &'a [u32],
+    /// The sequence's cache; it grows by `ids.len()`.
+    pub cache: &'a mut KvCache,
+}
+
+/// An item's rows inside one pass through the layers.
+pub(crate) struct Segment<'a> {
+    /// Rows (new positions) of this sequence.
+    pub len: usize,
+    /// Rotations of those positions.
+    pub rope: RopeTables,
+    /// The sequence's cache.
+    pub cache: &'a mut KvCache,
 }

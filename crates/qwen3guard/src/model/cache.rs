@@ -148,6 +148,11 @@ impl KvCache {
         self.kv_heads
     }
 
+    /// Values per key or value vector.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
     /// How keys and values are stored.
     pub fn precision(&self) -> KvPrecision {
         self.precision

@@ -124,7 +124,8 @@ fn attend<E: Element>(
     };
     let visible = (shape.offset + len).div_ceil(PAGE);
     let pages = cache.pages(layer);
-    if heads % kv_heads.max(1) != 0 || pages.len() < visible || q.len() != heads * len * dim {
+    let fits = dim == cache.head_dim() && heads % kv_heads.max(1) == 0;
+    if !fits || pages.len() < visible || q.len() != heads * len * dim {
         return Err(Error::Session(format!(
             "attention of layer {layer}: the cache does not hold the {len} new positions"
         )));

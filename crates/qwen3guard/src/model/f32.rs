@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (3, 3, 16), (67, 9, 40), (13, 200, 64)] {
+        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (3, 3, 16), (67, 9, 40), (13, 200, 64), (300, 70, 40)] {
             let (x, w) = sample_operands(m, n, k);
             let matrix = F32Matrix::from_f32(&w, n, k);
             let ours = matrix.matmul(&x, m);

@@ -2,8 +2,8 @@
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::rotary::RopeTables;
-use crate::model::{Attention, KvCache, Mlp, RmsNorm};
+use crate::model::backbone::Segment;
+use crate::model::{Attention, Mlp, RmsNorm};
 
 /// `model.layers.{i}`.
 #[derive(Debug, Clone)]
@@ -31,21 +31,21 @@ impl DecoderLayer {
         })
     }
 
-    /// Runs `len` positions `x (L, hidden)` (row-major, updated in place); appends this
-    /// layer's keys and values to `cache`.
-    pub fn forward(
+    /// Runs the rows `x (rows, hidden)` (row-major, updated in place) of one or more
+    /// sequences, `segments` saying whose rows they are in order; appends this layer's
+    /// keys and values to each sequence's cache.
+    pub(crate) fn forward(
         &self,
         x: &mut [f32],
-        len: usize,
-        rope: &RopeTables,
-        cache: &mut KvCache,
+        segments: &mut [Segment<'_>],
         index: usize,
     ) -> Result<()> {
+        let rows = segments.iter().map(|s| s.len).sum();
         let normed = self.input_layernorm.forward_rows(x);
-        let attn = self.self_attn.forward(&normed, len, rope, cache, index)?;
+        let attn = self.self_attn.forward(&normed, segments, index)?;
         add_assign(x, &attn);
         let normed = self.post_attention_layernorm.forward_rows(x);
-        let mlp = self.mlp.forward(&normed, len)?;
+        let mlp = self.mlp.forward(&normed, rows)?;
         add_assign(x, &mlp);
         Ok(())
     }

@@ -122,7 +122,23 @@ where
             });
         return out;
     }
-    // Prefill: each task owns a (row block, column block) tile in its own buffer.
+    let row_blocks = m.div_ceil(ROW_BLOCK);
+    if row_blocks >= 2 * rayon::current_num_threads() {
+        // Long inputs: enough row blocks to keep every core busy, so each task owns
+        // whole rows of the output and writes them in place, column block after column
+        // block (every weight block is still read once per row block).
+        out.par_chunks_mut(ROW_BLOCK * n)
+            .enumerate()
+            .for_each(|(b, rows)| {
+                let mb = rows.len() / n;
+                for n0 in (0..n).step_by(COLUMN_BLOCK) {
+                    let nb = (n - n0).min(COLUMN_BLOCK);
+                    tile(b * ROW_BLOCK, mb, n0, nb, &mut rows[n0..], n);
+                }
+            });
+        return out;
+    }
+    // A few rows: the work is split by column blocks too, each tile in its own buffer.
     let tiles: Vec<(usize, usize)> = (0..m)
         .step_by(ROW_BLOCK)
         .flat_map(|m0| (0..n).step_by(COLUMN_BLOCK).map(move |n0| (m0, n0)))

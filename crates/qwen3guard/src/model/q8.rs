@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn close_to_the_f32_product_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 200)] {
+        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 200), (300, 70, 40)] {
             let (x, w) = sample_operands(m, n, k);
             let ours = Q8Matrix::from_f32(&w, n, k).matmul(&x, m);
             for r in 0..m {

@@ -182,6 +182,16 @@ impl StreamGuard {
         Ok(header)
     }
 
+    /// Appends `ids[i]` to `sessions[i]` for every `i` in one forward pass: the weight
+    /// products take every session's new rows at once, so the weights are read once for
+    /// the whole batch (a server's scheduler serves many live streams this way); each
+    /// session's verdicts are those a plain [`StreamSession::append`] gives, and land in
+    /// its [`StreamSession::tokens`]. Empty id lists are skipped. On error every session is
+    /// unchanged.
+    pub fn append_batch(&self, sessions: &mut [&mut StreamSession], ids: &[&[u32]]) -> Result<()> {
+        session::append_batch(&self.model, sessions, ids)
+    }
+
     /// Opens a session on conversation tokens that are already tokenized (for example by
     /// the client), ending with the `<|im_end|>` that closes the user turn; the prompt
     /// verdict is read at the last id.

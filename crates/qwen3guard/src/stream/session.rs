@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::model::{HeadOutput, KvCache};
+use crate::model::{BatchItem, HeadOutput, KvCache};
 use crate::policy::{Mode, Severity};
 use crate::stream::debounce::{Debouncer, Trigger};
 use crate::stream::verdict::{
@@ -93,22 +93,34 @@ impl StreamSession {
         if ids.is_empty() {
             return Ok(&[]);
         }
-        let max = self.model.backbone.config().max_position_embeddings;
-        if self.position() + ids.len() > max {
-            return Err(Error::ContextTooLong {
-                tokens: self.position() + ids.len(),
-                max,
-            });
-        }
+        self.check_room(ids.len())?;
         let first = self.position();
         let hidden = self.model.backbone.forward(ids, &mut self.cache)?;
-        let HeadOutput { risk, category } = match self.model.response_heads(&hidden) {
+        let heads = match self.model.response_heads(&hidden) {
             Ok(out) => out,
             Err(e) => {
                 self.cache.truncate(first);
                 return Err(e);
             }
         };
+        Ok(self.record(first, ids, heads))
+    }
+
+    /// Refuses `count` more positions past the model's context.
+    fn check_room(&self, count: usize) -> Result<()> {
+        let max = self.model.backbone.config().max_position_embeddings;
+        if self.position() + count > max {
+            return Err(Error::ContextTooLong {
+                tokens: self.position() + count,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns the head outputs of `ids`, run at positions from `first` on, into verdicts.
+    fn record(&mut self, first: usize, ids: &[u32], heads: HeadOutput) -> &[TokenVerdict] {
+        let HeadOutput { risk, category } = heads;
         let tokenizer = self.model.prompter.tokenizer();
         let before = self.tokens.len();
         for (k, (&token_id, (risk, category_probs))) in
@@ -131,7 +143,7 @@ impl StreamSession {
                 category_probs,
             });
         }
-        Ok(&self.tokens[before..])
+        &self.tokens[before..]
     }
 
     /// Every token appended so far, in order.
@@ -184,6 +196,67 @@ impl StreamSession {
             flagged_at: Some(trigger.position),
         }
     }
+}
+
+/// Appends `ids[i]` to `sessions[i]` for every `i` in one forward pass of `model` (see
+/// [`super::StreamGuard::append_batch`]).
+pub(crate) fn append_batch(
+    model: &Arc<StreamModel>,
+    sessions: &mut [&mut StreamSession],
+    ids: &[&[u32]],
+) -> Result<()> {
+    if sessions.len() != ids.len() {
+        return Err(Error::Session(format!(
+            "{} sessions but {} lists of token ids",
+            sessions.len(),
+            ids.len()
+        )));
+    }
+    for session in sessions.iter() {
+        if !Arc::ptr_eq(&session.model, model) {
+            return Err(Error::Session(
+                "a session opened by another StreamGuard cannot join this batch".into(),
+            ));
+        }
+    }
+    // Sessions with nothing to append sit the pass out.
+    let mut work: Vec<(&mut StreamSession, &[u32])> = sessions
+        .iter_mut()
+        .zip(ids)
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(session, ids)| (&mut **session, *ids))
+        .collect();
+    for (session, ids) in &work {
+        session.check_room(ids.len())?;
+    }
+    let firsts: Vec<usize> = work.iter().map(|(s, _)| s.position()).collect();
+    let mut items: Vec<BatchItem<'_>> = work
+        .iter_mut()
+        .map(|(session, ids)| BatchItem {
+            ids,
+            cache: &mut session.cache,
+        })
+        .collect();
+    let hidden = model.backbone.forward_batch(&mut items)?;
+    drop(items);
+    // Every head output first, so that a failure leaves every session unchanged.
+    let heads = hidden
+        .iter()
+        .map(|h| model.response_heads(h))
+        .collect::<Result<Vec<_>>>();
+    let heads = match heads {
+        Ok(heads) => heads,
+        Err(e) => {
+            for ((session, _), &first) in work.iter_mut().zip(&firsts) {
+                session.cache.truncate(first);
+            }
+            return Err(e);
+        }
+    };
+    for (((session, ids), first), out) in work.into_iter().zip(firsts).zip(heads) {
+        session.record(first, ids, out);
+    }
+    Ok(())
 }
 
 /// Argmax and the three named probabilities of a risk distribution.
