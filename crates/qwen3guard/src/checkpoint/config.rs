@@ -207,14 +207,14 @@ fn resolve_backbone(raw: &RawConfig, path: &Path) -> Result<Qwen3Config> {
             return Err(Error::config(path, format!("`{key}` must be positive")));
         }
     }
-    if heads % kv_heads != 0 {
+    if !heads.is_multiple_of(kv_heads) {
         return Err(Error::config(
             path,
             format!("`num_attention_heads` ({heads}) is not a multiple of `num_key_value_heads` ({kv_heads})"),
         ));
     }
     let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / heads);
-    if head_dim == 0 || head_dim % 2 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
         return Err(Error::config(
             path,
             format!("`head_dim` ({head_dim}) must be even and positive for RoPE"),

@@ -120,7 +120,7 @@ mod avx512 {
         ld: usize,
     ) {
         let m = x.len() / depth;
-        assert!(group.len() == GROUP * depth && depth % 2 == 0 && n <= GROUP);
+        assert!(group.len() == GROUP * depth && depth.is_multiple_of(2) && n <= GROUP);
         assert!(m == 0 || out.len() >= (m - 1) * ld + n);
         let mut r = 0;
         while r < m {

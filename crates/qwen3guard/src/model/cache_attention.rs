@@ -124,7 +124,7 @@ fn attend<E: Element>(
     };
     let visible = (shape.offset + len).div_ceil(PAGE);
     let pages = cache.pages(layer);
-    let fits = dim == cache.head_dim() && heads % kv_heads.max(1) == 0;
+    let fits = dim == cache.head_dim() && heads.is_multiple_of(kv_heads.max(1));
     if !fits || pages.len() < visible || q.len() != heads * len * dim {
         return Err(Error::Session(format!(
             "attention of layer {layer}: the cache does not hold the {len} new positions"
@@ -244,7 +244,7 @@ fn weighted_sum<E: Element>(p: [&[f32]; 4], live: usize, values: &[E], out: &mut
     let dim = out.len() / live;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && dim % 16 == 0 {
+        if std::arch::is_x86_feature_detected!("avx512f") && dim.is_multiple_of(16) {
             // SAFETY: feature detected at run time; lengths are checked inside.
             unsafe {
                 match live {
@@ -294,7 +294,7 @@ mod avx512 {
         dim: usize,
     ) {
         let count = p[0].len();
-        assert!(values.len() >= count * dim && out.len() >= R * dim && dim % 16 == 0);
+        assert!(values.len() >= count * dim && out.len() >= R * dim && dim.is_multiple_of(16));
         assert!(p.iter().all(|row| row.len() == count));
         let mut c0 = 0;
         if R <= 2 {

@@ -206,7 +206,7 @@ mod avx512 {
     pub(super) unsafe fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
         let depth = w.depth;
         let m = x.data.len() / depth;
-        assert!(w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth % BLOCK == 0);
+        assert!(w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth.is_multiple_of(BLOCK));
         assert!(x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth);
         assert!(n <= GROUP && (m == 0 || out.len() >= (m - 1) * ld + n));
         let mut r = 0;
