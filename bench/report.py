@@ -489,6 +489,11 @@ python bench/llamacpp_bench.py --gguf /work/models/gen-0.6B-{{f32,bf16,q8_0}}.gg
 python3 bench/report.py {res.as_posix()}
 ```
 """
+    # The analysis behind the numbers (why a target is out of reach, what was measured by
+    # hand) is written with the results, not generated: appended when present.
+    notes = res / "notes.md"
+    if notes.exists():
+        md += "\n" + notes.read_text()
     (docs / "BENCHMARKS.md").write_text(md)
     print(f"wrote {docs / 'BENCHMARKS.md'} and {len(charts)} charts")
 

@@ -154,13 +154,15 @@ impl Weights {
             (Some(Precision::Bf16), DType::BF16) => {
                 PackedMatrix::Bf16(Bf16Matrix::from_le_bytes(bytes, rows, cols))
             }
+            // Converted element by element from the mapped bytes: no f32 copy of the whole
+            // matrix (for the embeddings, more than the whole model in 8 bits) is held.
             (Some(Precision::Q8), _) => {
-                PackedMatrix::Q8(Q8Matrix::from_f32(&widen(bytes, stored), rows, cols))
+                PackedMatrix::Q8(Q8Matrix::from_fn(rows, cols, element(bytes, stored)))
             }
             (Some(Precision::F32), _) => {
-                PackedMatrix::F32(F32Matrix::from_f32(&widen(bytes, stored), rows, cols))
+                PackedMatrix::F32(F32Matrix::from_fn(rows, cols, element(bytes, stored)))
             }
-            _ => PackedMatrix::Bf16(Bf16Matrix::from_f32(&widen(bytes, stored), rows, cols)),
+            _ => PackedMatrix::Bf16(Bf16Matrix::from_fn(rows, cols, element(bytes, stored))),
         };
         file.release(bytes);
         Ok(matrix)
@@ -236,20 +238,12 @@ impl WeightFile {
 }
 
 /// Stored little-endian values widened to f32.
-fn widen(bytes: &[u8], stored: DType) -> Vec<f32> {
-    match stored {
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        _ => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
+/// Element `i` of a little-endian tensor stored as `stored`, widened to f32.
+fn element(bytes: &[u8], stored: DType) -> impl Fn(usize) -> f32 + Sync + '_ {
+    move |i| match stored {
+        DType::BF16 => half::bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
+        DType::F16 => f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
+        _ => f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]),
     }
 }
 

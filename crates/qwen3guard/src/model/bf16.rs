@@ -40,7 +40,12 @@ impl Bf16Matrix {
 
     /// Builds by rounding f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        Bf16Matrix(Panels::build(rows, cols, 2, 2, |i| bf16::from_f32(values[i]).to_bits()))
+        Self::from_fn(rows, cols, |i| values[i])
+    }
+
+    /// Builds by rounding `value(i)`, the `i`-th element of the row-major matrix.
+    pub fn from_fn(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Self {
+        Bf16Matrix(Panels::build(rows, cols, 2, 2, |i| bf16::from_f32(value(i)).to_bits()))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
@@ -104,7 +109,7 @@ fn portable_block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use crate::model::panels::{store_tile, GROUP};
+    use crate::model::panels::{store_tile, with_rows, GROUP};
 
     /// Activation rows per register tile: 6 rows x 4 vectors = 24 accumulators, leaving
     /// registers for the 4 weight vectors and the broadcast pair.
@@ -126,14 +131,7 @@ mod avx512 {
         while r < m {
             let rows = (m - r).min(MR);
             let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
-            match rows {
-                1 => tile::<1>(x, depth, group, n, out, ld),
-                2 => tile::<2>(x, depth, group, n, out, ld),
-                3 => tile::<3>(x, depth, group, n, out, ld),
-                4 => tile::<4>(x, depth, group, n, out, ld),
-                5 => tile::<5>(x, depth, group, n, out, ld),
-                _ => tile::<6>(x, depth, group, n, out, ld),
-            }
+            with_rows!(rows, tile(x, depth, group, n, out, ld));
             r += rows;
         }
     }

@@ -27,7 +27,12 @@ impl Deref for F32Matrix {
 impl F32Matrix {
     /// Builds from row-major values.
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        F32Matrix(Panels::build(rows, cols, 1, 1, |i| values[i]))
+        Self::from_fn(rows, cols, |i| values[i])
+    }
+
+    /// Builds from `value(i)`, the `i`-th element of the row-major matrix.
+    pub fn from_fn(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Self {
+        F32Matrix(Panels::build(rows, cols, 1, 1, value))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
@@ -83,7 +88,7 @@ fn portable_block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use crate::model::panels::{store_tile, GROUP};
+    use crate::model::panels::{store_tile, with_rows, GROUP};
 
     /// Activation rows per register tile: 6 rows x 4 vectors = 24 accumulators.
     const MR: usize = 6;
@@ -104,14 +109,7 @@ mod avx512 {
         while r < m {
             let rows = (m - r).min(MR);
             let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
-            match rows {
-                1 => tile::<1>(x, depth, group, n, out, ld),
-                2 => tile::<2>(x, depth, group, n, out, ld),
-                3 => tile::<3>(x, depth, group, n, out, ld),
-                4 => tile::<4>(x, depth, group, n, out, ld),
-                5 => tile::<5>(x, depth, group, n, out, ld),
-                _ => tile::<6>(x, depth, group, n, out, ld),
-            }
+            with_rows!(rows, tile(x, depth, group, n, out, ld));
             r += rows;
         }
     }

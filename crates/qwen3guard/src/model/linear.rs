@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 
 use crate::checkpoint::Weights;
 use crate::error::Result;
@@ -157,13 +158,13 @@ impl RmsNorm {
         }
     }
 
-    /// Normalises every row of `x` (rows of the weight's length).
+    /// Normalises every row of `x` (rows of the weight's length), rows in parallel.
     pub fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; x.len()];
         let size = self.values.len().max(1);
-        for (row, dst) in x.chunks_exact(size).zip(out.chunks_exact_mut(size)) {
-            self.normalize(row, dst);
-        }
+        out.par_chunks_mut(size)
+            .zip(x.par_chunks(size))
+            .for_each(|(dst, row)| self.normalize(row, dst));
         out
     }
 

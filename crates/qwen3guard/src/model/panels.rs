@@ -10,6 +10,8 @@
 //! and columns to the format's alignment, with the default value (the activations' own
 //! padding is zero, so padded columns add nothing).
 
+use rayon::prelude::*;
+
 use crate::model::packed::COLUMN_BLOCK;
 
 /// Weight rows per group: a register tile's outputs, and the column block of the tiling
@@ -27,7 +29,7 @@ pub struct Panels<T> {
     pack: usize,
 }
 
-impl<T: Copy + Default> Panels<T> {
+impl<T: Copy + Default + Send + Sync> Panels<T> {
     /// Builds from `value(i)`, the `i`-th element of the row-major `(rows, cols)` matrix;
     /// columns are padded to a multiple of `align` (itself a multiple of `pack`).
     pub(crate) fn build(
@@ -35,24 +37,36 @@ impl<T: Copy + Default> Panels<T> {
         cols: usize,
         pack: usize,
         align: usize,
-        value: impl Fn(usize) -> T,
-    ) -> Self {
+        value: impl Fn(usize) -> T + Sync,
+    ) -> Self
+    where
+        T: Send + Sync,
+    {
         debug_assert_eq!(align % pack, 0);
         let depth = cols.div_ceil(align) * align;
-        let mut panels = Panels {
-            data: vec![T::default(); rows.div_ceil(GROUP) * GROUP * depth],
+        let mut data = vec![T::default(); rows.div_ceil(GROUP) * GROUP * depth];
+        // Group by group on the thread pool (a vocabulary-sized matrix has 150 million
+        // entries); within a group, row by row, a run of `pack` features at a time.
+        data.par_chunks_mut(GROUP * depth)
+            .enumerate()
+            .for_each(|(g, group)| {
+                for r in g * GROUP..rows.min((g + 1) * GROUP) {
+                    let slot = (r % GROUP) * pack;
+                    for c0 in (0..cols).step_by(pack) {
+                        let at = c0 * GROUP + slot;
+                        for j in 0..pack.min(cols - c0) {
+                            group[at + j] = value(r * cols + c0 + j);
+                        }
+                    }
+                }
+            });
+        Panels {
+            data,
             rows,
             cols,
             depth,
             pack,
-        };
-        for r in 0..rows {
-            for c in 0..cols {
-                let at = panels.index(r, c);
-                panels.data[at] = value(r * cols + c);
-            }
         }
-        panels
     }
 
     /// Where element `(r, c)` lives in `data`.
@@ -109,16 +123,46 @@ impl<T: Copy + Default> Panels<T> {
 
     /// `m` rows of activations `x (m, cols)` converted by `f`, each padded with zeros to
     /// `depth`.
-    pub(crate) fn activations<S: Copy>(&self, x: &[S], m: usize, f: impl Fn(S) -> T) -> Vec<T> {
+    pub(crate) fn activations<S: Copy + Sync>(
+        &self,
+        x: &[S],
+        m: usize,
+        f: impl Fn(S) -> T + Sync,
+    ) -> Vec<T>
+    where
+        T: Send,
+    {
         let mut out = vec![T::default(); m * self.depth];
-        for (dst, src) in out.chunks_exact_mut(self.depth).zip(x.chunks_exact(self.cols)) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = f(s);
-            }
-        }
+        // Row by row on the thread pool: for a prompt this is a few hundred thousand
+        // conversions per product, too many to leave the other cores waiting.
+        out.par_chunks_mut(self.depth)
+            .zip(x.par_chunks(self.cols))
+            .for_each(|(dst, src)| {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = f(s);
+                }
+            });
         out
     }
 }
+
+/// Calls `$tile::<R>($args)` for the const `R` equal to `$rows` (1 to 6): register
+/// tiles are instantiated per row count, and every format's driver picks one this way.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_rows {
+    ($rows:expr, $tile:ident($($arg:expr),* $(,)?)) => {
+        match $rows {
+            1 => $tile::<1>($($arg),*),
+            2 => $tile::<2>($($arg),*),
+            3 => $tile::<3>($($arg),*),
+            4 => $tile::<4>($($arg),*),
+            5 => $tile::<5>($($arg),*),
+            _ => $tile::<6>($($arg),*),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use with_rows;
 
 /// Stores a register tile of `R` rows x 64 outputs at `out[r * ld..]`, keeping only the
 /// first `n` outputs of each row (the rest are padding rows of the group).

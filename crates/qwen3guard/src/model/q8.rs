@@ -13,6 +13,8 @@
 
 use std::ops::{Deref, Range};
 
+use rayon::prelude::*;
+
 use crate::model::packed::tiled;
 use crate::model::panels::{Panels, GROUP};
 
@@ -49,11 +51,15 @@ struct QuantizedRows {
 impl Q8Matrix {
     /// Quantizes f32 values (row-major `rows * cols`).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
-        let mut scales: Vec<f32> = values
-            .chunks_exact(cols)
-            .take(rows)
-            .map(|row| {
-                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        Self::from_fn(rows, cols, |i| values[i])
+    }
+
+    /// Quantizes `value(i)`, the `i`-th element of the row-major matrix.
+    pub fn from_fn(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Self {
+        let mut scales: Vec<f32> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let max = (0..cols).fold(0f32, |m, c| m.max(value(r * cols + c).abs()));
                 if max > 0.0 {
                     max / 127.0
                 } else {
@@ -62,7 +68,7 @@ impl Q8Matrix {
             })
             .collect();
         let values = Panels::build(rows, cols, 4, BLOCK, |i| {
-            let q = (values[i] / scales[i / cols]).round().clamp(-127.0, 127.0) as i32;
+            let q = (value(i) / scales[i / cols]).round().clamp(-127.0, 127.0) as i32;
             (q + 128) as u8
         });
         scales.resize(rows.div_ceil(GROUP) * GROUP, 1.0);
@@ -119,22 +125,26 @@ fn quantize(x: &[f32], m: usize, k: usize, depth: usize) -> QuantizedRows {
     let mut data = vec![0i8; m * depth];
     let mut scales = vec![0f32; m * blocks];
     let mut offsets = vec![0f32; m];
-    for r in 0..m {
-        let row = &x[r * k..(r + 1) * k];
-        for b in 0..blocks {
-            let values = &row[(b * BLOCK).min(k)..((b + 1) * BLOCK).min(k)];
-            let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            let mut sum = 0i32;
-            for (i, &v) in values.iter().enumerate() {
-                let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
-                data[r * depth + b * BLOCK + i] = q;
-                sum += q as i32;
+    // Rows in parallel: a prompt's activations are too many to quantize on one core.
+    data.par_chunks_mut(depth)
+        .zip(scales.par_chunks_mut(blocks.max(1)))
+        .zip(offsets.par_iter_mut())
+        .zip(x.par_chunks(k.max(1)))
+        .for_each(|(((data, scales), offset), row)| {
+            for b in 0..blocks {
+                let values = &row[(b * BLOCK).min(k)..((b + 1) * BLOCK).min(k)];
+                let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let mut sum = 0i32;
+                for (i, &v) in values.iter().enumerate() {
+                    let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+                    data[b * BLOCK + i] = q;
+                    sum += q as i32;
+                }
+                scales[b] = scale;
+                *offset += scale * sum as f32;
             }
-            scales[r * blocks + b] = scale;
-            offsets[r] += scale * sum as f32;
-        }
-    }
+        });
     QuantizedRows {
         data,
         scales,

@@ -1,4 +1,4 @@
-//! Profiling driver: `prof DIR DTYPE LEN REPS [decode]` opens a Stream session on LEN
+//! Profiling driver: `stream_timing DIR DTYPE LEN REPS [decode]` opens a Stream session on LEN
 //! filler tokens REPS times (prefill), or with `decode` appends REPS single tokens after
 //! LEN, printing each time. Run it under `perf record`.
 use qwen3guard::*;
