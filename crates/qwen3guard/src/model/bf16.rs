@@ -109,11 +109,7 @@ fn portable_block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use crate::model::panels::{store_tile, with_rows, GROUP};
-
-    /// Activation rows per register tile: 6 rows x 4 vectors = 24 accumulators, leaving
-    /// registers for the 4 weight vectors and the broadcast pair.
-    const MR: usize = 6;
+    use crate::model::panels::{row_tiles, store_tile, GROUP};
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn block(
@@ -124,16 +120,8 @@ mod avx512 {
         out: &mut [f32],
         ld: usize,
     ) {
-        let m = x.len() / depth;
-        assert!(group.len() == GROUP * depth && depth.is_multiple_of(2) && n <= GROUP);
-        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
-        let mut r = 0;
-        while r < m {
-            let rows = (m - r).min(MR);
-            let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
-            with_rows!(rows, tile(x, depth, group, n, out, ld));
-            r += rows;
-        }
+        assert!(depth.is_multiple_of(2));
+        row_tiles!(tile, x, depth, group, n, out, ld);
     }
 
     /// `R` activation rows against one whole group of 64 weight rows.

@@ -146,23 +146,36 @@ impl<T: Copy + Default + Send + Sync> Panels<T> {
     }
 }
 
-/// Calls `$tile::<R>($args)` for the const `R` equal to `$rows` (1 to 6): register
-/// tiles are instantiated per row count, and every format's driver picks one this way.
+/// The body of a format's kernel driver: runs `$tile::<R>(x, depth, group, n, out, ld)` over
+/// the activation rows of `$x` (rows `$depth` long) in register tiles of up to 6 rows (6 x 4
+/// vectors = 24 accumulators, leaving registers for the 4 weight vectors and a broadcast), each
+/// against the first `$n` rows of one weight group, writing `$out[r * $ld + c]`. The tile is
+/// instantiated per row count, so the row count picks the instance.
 #[cfg(target_arch = "x86_64")]
-macro_rules! with_rows {
-    ($rows:expr, $tile:ident($($arg:expr),* $(,)?)) => {
-        match $rows {
-            1 => $tile::<1>($($arg),*),
-            2 => $tile::<2>($($arg),*),
-            3 => $tile::<3>($($arg),*),
-            4 => $tile::<4>($($arg),*),
-            5 => $tile::<5>($($arg),*),
-            _ => $tile::<6>($($arg),*),
+macro_rules! row_tiles {
+    ($tile:ident, $x:expr, $depth:expr, $group:expr, $n:expr, $out:expr, $ld:expr) => {{
+        let (x, depth, group, n, out, ld) = ($x, $depth, $group, $n, $out, $ld);
+        let m = x.len() / depth;
+        assert!(group.len() == GROUP * depth && n <= GROUP);
+        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
+        let mut r = 0;
+        while r < m {
+            let rows = (m - r).min(6);
+            let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
+            match rows {
+                1 => $tile::<1>(x, depth, group, n, out, ld),
+                2 => $tile::<2>(x, depth, group, n, out, ld),
+                3 => $tile::<3>(x, depth, group, n, out, ld),
+                4 => $tile::<4>(x, depth, group, n, out, ld),
+                5 => $tile::<5>(x, depth, group, n, out, ld),
+                _ => $tile::<6>(x, depth, group, n, out, ld),
+            }
+            r += rows;
         }
-    };
+    }};
 }
 #[cfg(target_arch = "x86_64")]
-pub(crate) use with_rows;
+pub(crate) use row_tiles;
 
 /// Stores a register tile of `R` rows x 64 outputs at `out[r * ld..]`, keeping only the
 /// first `n` outputs of each row (the rest are padding rows of the group).
