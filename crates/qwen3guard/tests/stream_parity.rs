@@ -269,3 +269,17 @@ fn batch_errors_leave_sessions_unchanged() {
     assert_eq!((mine.position(), theirs.position()), before);
     assert!(mine.tokens().is_empty());
 }
+
+/// An empty batch, or one whose sessions have nothing to append, runs nothing.
+#[test]
+fn empty_batches_are_no_ops() {
+    let guard = guard("stream");
+    guard.append_batch(&mut [], &[]).unwrap();
+    let mut session = guard
+        .open(&qwen3guard::Conversation::from_prompt("hello there", None))
+        .unwrap();
+    let before = session.position();
+    guard.append_batch(&mut [&mut session], &[&[]]).unwrap();
+    assert_eq!(session.position(), before);
+    assert!(session.tokens().is_empty());
+}

@@ -104,6 +104,9 @@ impl Backbone {
     ///
     /// Nothing is chunked here: the caller (a scheduler) sizes the batch.
     pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         for item in items.iter() {
             self.check(item.ids, item.cache)?;
         }
