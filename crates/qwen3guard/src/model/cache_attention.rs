@@ -199,9 +199,10 @@ fn attend_block<E: Element>(
 
     // 1. Scores of every row against the keys the last row may see (the others' extra
     //    keys are dropped below), one group of 64 keys at a time on the weight kernels.
-    let queries: Vec<E> = (0..rows)
-        .flat_map(|r| query(r).iter().map(|&v| E::narrow(v)))
-        .collect();
+    let mut queries: Vec<E> = Vec::with_capacity(rows * dim);
+    for r in 0..rows {
+        queries.extend(query(r).iter().map(|&v| E::narrow(v)));
+    }
     let mut scores = vec![0f32; rows * width];
     for (base, count, keys, _) in spans(limit(rows - 1)) {
         for first in (0..count).step_by(KEY_GROUP) {

@@ -103,6 +103,11 @@ impl PackedMatrix {
 pub(crate) const COLUMN_BLOCK: usize = 64;
 /// Activation rows handled together, so one pass over a weight block serves them all.
 const ROW_BLOCK: usize = 64;
+/// Rows of the kernels' register tiles; a task's share of rows is a multiple of it.
+const TILE_ROWS: usize = 6;
+/// Below this many rows per core, tasks split the columns too (each reading only part of
+/// the weights), rather than every core reading all of them for a few rows.
+const MIN_ROWS_PER_TASK: usize = 24;
 
 /// Runs a product `(m, k) x (n, k)^T -> (m, n)` tile by tile on the thread pool.
 /// `tile(m0, mb, n0, nb, out, ld)` fills `out[r * ld + c]` for activation rows
@@ -122,18 +127,21 @@ where
             });
         return out;
     }
-    let row_blocks = m.div_ceil(ROW_BLOCK);
-    if row_blocks >= 2 * rayon::current_num_threads() {
-        // Long inputs: enough row blocks to keep every core busy, so each task owns
-        // whole rows of the output and writes them in place, column block after column
-        // block (every weight block is still read once per row block).
-        out.par_chunks_mut(ROW_BLOCK * n)
+    let threads = rayon::current_num_threads();
+    if m >= MIN_ROWS_PER_TASK * threads {
+        // Enough rows for every core: each task owns whole rows of the output (about an
+        // equal share, in whole register tiles, at most a row block) and writes them in
+        // place, column block after column block; every weight block is read once per
+        // task, as it is once per row block below.
+        let tasks = threads.max(m.div_ceil(ROW_BLOCK));
+        let share = m.div_ceil(tasks).div_ceil(TILE_ROWS) * TILE_ROWS;
+        out.par_chunks_mut(share * n)
             .enumerate()
             .for_each(|(b, rows)| {
                 let mb = rows.len() / n;
                 for n0 in (0..n).step_by(COLUMN_BLOCK) {
                     let nb = (n - n0).min(COLUMN_BLOCK);
-                    tile(b * ROW_BLOCK, mb, n0, nb, &mut rows[n0..], n);
+                    tile(b * share, mb, n0, nb, &mut rows[n0..], n);
                 }
             });
         return out;
