@@ -354,7 +354,8 @@ impl Decoder<'_> {
         let labels = m.lm_head.select(&rows(&last)?.remove(0), &m.label_ids)?;
         let scores = Scores::from_logits([labels[0], labels[1], labels[2]]);
         self.scores = Some(scores);
-        if scores.best() == Severity::Safe && !categories {
+        // Decoding goes on for categories, unless no token may be decoded at all.
+        if (scores.best() == Severity::Safe && !categories) || self.max_new_tokens == 0 {
             return Ok(());
         }
         self.generated = m.safety_prefix.clone();
@@ -529,6 +530,20 @@ mod tests {
             let s = verdict.scores;
             assert!((s.unsafe_ - reference.scores.unsafe_).abs() < 1e-5);
             assert_eq!(verdict.safety, Some(s.best()));
+            // With no token to decode, the verdict is the forward pass alone.
+            let bare = guard
+                .moderate(
+                    &conv,
+                    &GenOptions {
+                        verdict_only: true,
+                        max_new_tokens: 0,
+                        ..plain
+                    },
+                )
+                .unwrap();
+            assert_eq!(bare.scores, verdict.scores);
+            assert_eq!(bare.safety, verdict.safety);
+            assert!(bare.generated_token_ids.is_empty());
         }
     }
 }
