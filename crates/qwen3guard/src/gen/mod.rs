@@ -347,8 +347,7 @@ impl Decoder<'_> {
         let m = self.model;
         let mut feed = pending.to_vec();
         feed.extend(&m.safety_prefix);
-        let hidden = m.backbone.forward(&feed, &mut self.cache)?;
-        let last = hidden.narrow(0, feed.len() - 1, 1)?;
+        let last = m.backbone.forward_last(&feed, &mut self.cache, 1)?;
         // The three label logits alone decide a Safe verdict; the whole vocabulary is
         // projected only when decoding goes on.
         let labels = m.lm_head.select(&rows(&last)?.remove(0), &m.label_ids)?;
@@ -390,9 +389,7 @@ impl GenModel {
 
     /// Runs `ids` after `cache` and returns the logits of the last `count` positions.
     fn logits(&self, ids: &[u32], cache: &mut KvCache, count: usize) -> Result<Vec<Vec<f32>>> {
-        let hidden = self.backbone.forward(ids, cache)?;
-        let count = count.min(ids.len());
-        let last = hidden.narrow(0, ids.len() - count, count)?;
+        let last = self.backbone.forward_last(ids, cache, count)?;
         rows(&self.lm_head.forward(&last)?)
     }
 
@@ -484,6 +481,26 @@ mod tests {
             steps_partial > 1 && steps_partial < 10,
             "{steps_partial} steps"
         );
+    }
+
+    /// The pruned last layer gives exactly the wanted rows of a full pass, and leaves the
+    /// same cache behind (the next position's output is unchanged).
+    #[test]
+    fn pruned_last_layer_gives_the_same_rows() {
+        let guard = guard();
+        let backbone = &guard.model.backbone;
+        let ids: Vec<u32> = (0..300u32).map(|i| 100 + i * 7 % 500).collect();
+        for (len, count) in [(300, 1), (300, 4), (257, 3), (20, 20), (5, 0)] {
+            let mut full_cache = backbone.new_cache();
+            let full = backbone.forward(&ids[..len], &mut full_cache).unwrap();
+            let mut cache = backbone.new_cache();
+            let last = backbone.forward_last(&ids[..len], &mut cache, count).unwrap();
+            let want = full.narrow(0, len - count, count).unwrap();
+            assert_eq!(rows(&last).unwrap(), rows(&want).unwrap(), "{len} rows, last {count}");
+            assert_eq!(cache.len(), full_cache.len());
+            let next = |c: &mut KvCache| rows(&backbone.forward(&[42], c).unwrap()).unwrap();
+            assert_eq!(next(&mut cache), next(&mut full_cache), "{len} rows: caches differ");
+        }
     }
 
     /// The preamble cache, drafts and verdict-only mode all give the plain path's answer.

@@ -35,7 +35,8 @@ impl Preamble {
         let len = common_prefix(&a, &b);
         let mut cache = backbone.new_cache();
         if len > 0 {
-            backbone.forward(&a[..len], &mut cache)?;
+            // Only the keys and values are kept: no position's output is needed.
+            backbone.forward_last(&a[..len], &mut cache, 0)?;
         }
         Ok(Preamble {
             ids: a[..len].to_vec(),

@@ -42,8 +42,10 @@ impl Attention {
         })
     }
 
-    /// `(rows, hidden) -> (rows, hidden)` (row-major) for the new positions of the
+    /// `(rows, hidden) -> (rows', hidden)` (row-major) for the new positions of the
     /// sequences `segments` (their rows in order, each after the positions in its cache).
+    /// Every row's keys and values are cached; outputs are computed for each segment's last
+    /// `keep` rows (`rows'` of them in all).
     pub(crate) fn forward(
         &self,
         x: &[f32],
@@ -87,15 +89,20 @@ impl Attention {
         // 2. Per sequence: write the new keys and values to its cache, then attend over
         //    everything it caches, reading the cache in place (see `cache_attention`).
         let mut out = Vec::with_capacity(rows * q_width);
-        let mut first = 0;
+        let (mut first, mut kept) = (0, 0);
         for segment in segments.iter_mut() {
-            let (len, cache) = (segment.len, &mut *segment.cache);
+            let (len, keep, cache) = (segment.len, segment.keep, &mut *segment.cache);
             let kv = first * kv_width..(first + len) * kv_width;
             cache.write(layer, &k[kv.clone()], &v[kv], len);
-            let queries = &q[first * q_width..(first + len) * q_width];
-            out.extend(attend_cached(queries, cache, layer, self.heads, len, self.scale as f32)?);
+            if keep > 0 {
+                let queries = &q[(first + len - keep) * q_width..(first + len) * q_width];
+                let at = cache.len() + len - keep;
+                let scale = self.scale as f32;
+                out.extend(attend_cached(queries, cache, layer, (self.heads, at, keep), scale)?);
+            }
             first += len;
+            kept += keep;
         }
-        self.o_proj.forward_rows(&out, rows)
+        self.o_proj.forward_rows(&out, kept)
     }
 }

@@ -86,7 +86,7 @@ impl Backbone {
                 ids: chunk,
                 cache: &mut *cache,
             }];
-            match self.forward_rows(&mut item) {
+            match self.forward_rows(&mut item, &[chunk.len()]) {
                 Ok(mut rows) => out.append(&mut rows[0]),
                 Err(err) => {
                     item[0].cache.truncate(offset);
@@ -111,7 +111,8 @@ impl Backbone {
             self.check(item.ids, item.cache)?;
         }
         let offsets: Vec<usize> = items.iter().map(|item| item.cache.len()).collect();
-        let rows = self.forward_rows(items).inspect_err(|_| {
+        let keep: Vec<usize> = items.iter().map(|item| item.ids.len()).collect();
+        let rows = self.forward_rows(items, &keep).inspect_err(|_| {
             for (item, &offset) in items.iter_mut().zip(&offsets) {
                 item.cache.truncate(offset);
             }
@@ -147,9 +148,43 @@ impl Backbone {
         Ok(())
     }
 
-    /// One pass through the layers for checked items: final hidden states as rows, per
-    /// item. Caches may hold partial writes past their length on failure.
-    fn forward_rows(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+    /// Like [`Self::forward`], but returns only the final hidden states of the last
+    /// `count` positions `(count, hidden)`, equal to those rows of the full result: the
+    /// last layer skips the attention output and MLP of the other positions (their keys
+    /// and values are cached all the same). A Gen pass needs one row or a few.
+    pub fn forward_last(&self, ids: &[u32], cache: &mut KvCache, count: usize) -> Result<Tensor> {
+        self.check(ids, cache)?;
+        let count = count.min(ids.len());
+        let last_chunk = (ids.len() - 1) % FORWARD_CHUNK + 1;
+        if count > last_chunk {
+            // The rows span two chunks (rare: a long draft right at a chunk's edge).
+            let all = self.forward(ids, cache)?;
+            return Ok(all.narrow(0, ids.len() - count, count)?);
+        }
+        let offset = cache.len();
+        let chunks = ids.len().div_ceil(FORWARD_CHUNK);
+        let mut rows = Vec::new();
+        for (i, chunk) in ids.chunks(FORWARD_CHUNK).enumerate() {
+            // Only the last chunk's last rows are wanted.
+            let keep = if i + 1 == chunks { count } else { 0 };
+            let mut item = [BatchItem {
+                ids: chunk,
+                cache: &mut *cache,
+            }];
+            match self.forward_rows(&mut item, &[keep]) {
+                Ok(mut out) => rows = out.remove(0),
+                Err(err) => {
+                    item[0].cache.truncate(offset);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(rows, (count, self.cfg.hidden_size), &self.device)?)
+    }
+
+    /// One pass through the layers for checked items: final hidden states of each item's
+    /// last `keep[i]` rows. Caches may hold partial writes past their length on failure.
+    fn forward_rows(&self, items: &mut [BatchItem<'_>], keep: &[usize]) -> Result<Vec<Vec<f32>>> {
         // 1. Embed every item's ids: rows (total, hidden), item after item.
         let mut x = Vec::new();
         for item in items.iter() {
@@ -160,12 +195,19 @@ impl Backbone {
             .iter_mut()
             .map(|item| Segment {
                 len: item.ids.len(),
+                keep: item.ids.len(),
                 rope: self.rotary.tables(item.cache.len(), item.ids.len()),
                 cache: &mut *item.cache,
             })
             .collect();
+        let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
-            layer.forward(&mut x, &mut segments, i)?;
+            if i == last {
+                for (segment, &k) in segments.iter_mut().zip(keep) {
+                    segment.keep = k.min(segment.len);
+                }
+            }
+            x = layer.forward(x, &mut segments, i)?;
         }
         for segment in &mut segments {
             segment.cache.advance(segment.len);
@@ -177,7 +219,7 @@ impl Backbone {
         Ok(segments
             .iter()
             .map(|segment| {
-                let (mine, tail) = rest.split_at(segment.len * hidden);
+                let (mine, tail) = rest.split_at(segment.keep * hidden);
                 rest = tail;
                 mine.to_vec()
             })
@@ -198,6 +240,8 @@ pub struct BatchItem<'a> {
 pub(crate) struct Segment<'a> {
     /// Rows (new positions) of this sequence.
     pub len: usize,
+    /// Its last rows whose outputs a layer computes (`len` but in a pruned last layer).
+    pub keep: usize,
     /// Rotations of those positions.
     pub rope: RopeTables,
     /// The sequence's cache.

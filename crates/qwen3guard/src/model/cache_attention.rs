@@ -88,20 +88,19 @@ impl Element for u16 {
 
 /// Attention of `len` new positions over layer `layer` of `cache`.
 ///
-/// `q` is rows `(len, heads * head_dim)` (already rotated); the new positions' keys and values
-/// are already written to the cache, after its `cache.len()` filled positions. Returns
+/// `q` is rows `(len, heads * head_dim)` (already rotated) for positions `first..first + len`,
+/// whose keys and values (and all before) are already written to the cache. Returns
 /// `(len, heads * head_dim)`, ready for the output projection.
 pub fn attend_cached(
     q: &[f32],
     cache: &KvCache,
     layer: usize,
-    heads: usize,
-    len: usize,
+    (heads, first, len): (usize, usize, usize),
     scale: f32,
 ) -> Result<Vec<f32>> {
     match cache.precision() {
-        KvPrecision::F32 => attend::<f32>(q, cache, layer, heads, len, scale),
-        KvPrecision::Bf16 => attend::<u16>(q, cache, layer, heads, len, scale),
+        KvPrecision::F32 => attend::<f32>(q, cache, layer, (heads, first, len), scale),
+        KvPrecision::Bf16 => attend::<u16>(q, cache, layer, (heads, first, len), scale),
     }
 }
 
@@ -109,8 +108,7 @@ fn attend<E: Element>(
     q: &[f32],
     cache: &KvCache,
     layer: usize,
-    heads: usize,
-    len: usize,
+    (heads, first, len): (usize, usize, usize),
     scale: f32,
 ) -> Result<Vec<f32>> {
     let dim = q.len() / (heads * len).max(1);
@@ -119,7 +117,7 @@ fn attend<E: Element>(
         heads,
         dim,
         rep: heads / kv_heads.max(1),
-        offset: cache.len(),
+        offset: first,
         scale,
     };
     let visible = (shape.offset + len).div_ceil(PAGE);
@@ -420,7 +418,7 @@ mod tests {
                     all_values.extend_from_slice(&v);
                     cache.write(0, &k, &v, len);
                     let scale = 1.0 / (dim as f32).sqrt();
-                    let ours = attend_cached(&q, &cache, 0, heads, len, scale).unwrap();
+                    let ours = attend_cached(&q, &cache, 0, (heads, offset, len), scale).unwrap();
                     cache.advance(len);
                     let expected = reference(
                         &q,

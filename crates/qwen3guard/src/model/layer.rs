@@ -36,21 +36,41 @@ impl DecoderLayer {
     /// Runs the rows `x (rows, hidden)` (row-major, updated in place) of one or more
     /// sequences, `segments` saying whose rows they are in order; appends this layer's
     /// keys and values to each sequence's cache.
+    ///
+    /// Only each segment's last `keep` rows come out (all of them unless the caller needs
+    /// fewer, as for the last layer of a Gen pass): the others' keys and values are
+    /// cached, but their attention output and MLP are skipped.
     pub(crate) fn forward(
         &self,
-        x: &mut [f32],
+        x: Vec<f32>,
         segments: &mut [Segment<'_>],
         index: usize,
-    ) -> Result<()> {
-        let rows = segments.iter().map(|s| s.len).sum();
-        let normed = self.input_layernorm.forward_rows(x);
+    ) -> Result<Vec<f32>> {
+        let normed = self.input_layernorm.forward_rows(&x);
         let attn = self.self_attn.forward(&normed, segments, index)?;
-        add_assign(x, &attn);
-        let normed = self.post_attention_layernorm.forward_rows(x);
+        let mut x = kept_rows(x, segments);
+        add_assign(&mut x, &attn);
+        let normed = self.post_attention_layernorm.forward_rows(&x);
+        let rows = segments.iter().map(|s| s.keep).sum();
         let mlp = self.mlp.forward(&normed, rows)?;
-        add_assign(x, &mlp);
-        Ok(())
+        add_assign(&mut x, &mlp);
+        Ok(x)
     }
+}
+
+/// The rows of `x` that each segment keeps (its last `keep`), in order.
+fn kept_rows(x: Vec<f32>, segments: &[Segment<'_>]) -> Vec<f32> {
+    if segments.iter().all(|s| s.keep == s.len) {
+        return x;
+    }
+    let width = x.len() / segments.iter().map(|s| s.len).sum::<usize>().max(1);
+    let mut kept = Vec::with_capacity(segments.iter().map(|s| s.keep).sum::<usize>() * width);
+    let mut first = 0;
+    for s in segments {
+        kept.extend_from_slice(&x[(first + s.len - s.keep) * width..(first + s.len) * width]);
+        first += s.len;
+    }
+    kept
 }
 
 /// `x += y`, the residual connections (in parallel blocks: a prompt's rows are megabytes).
