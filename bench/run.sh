@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: qwen3guard (f32, bf16) vs PyTorch + transformers vs llama.cpp, on the
+# Side-by-side benchmark: qwen3guard (f32, bf16, q8) vs PyTorch + transformers vs llama.cpp, on the
 # same random-weight 0.6B checkpoints, 2 threads each. Writes bench/results/<date>/*.json and
 # regenerates docs/BENCHMARKS.md (+ SVG charts) from them.
 #
