@@ -17,7 +17,9 @@ fn main() {
     let decode = args.get(5).is_some_and(|a| a == "decode");
     let ckpt = Checkpoint::open(dir).expect("checkpoint");
     let g = StreamGuard::load(&ckpt, &LoadOptions { precision }).expect("load");
-    let ids: Vec<u32> = (0..len as u32).map(|i| 1000 + (i * 7919) % 50_000).collect();
+    let ids: Vec<u32> = (0..len as u32)
+        .map(|i| 1000 + (i * 7919) % 50_000)
+        .collect();
     if decode {
         let mut s = g.open_ids(&ids).expect("open");
         let mut times = Vec::new();
@@ -34,6 +36,9 @@ fn main() {
         let t = Instant::now();
         let _s = g.open_ids(&ids).expect("open");
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        println!("{len} tokens: {ms:.1} ms, {:.1} tok/s", len as f64 / ms * 1000.0);
+        println!(
+            "{len} tokens: {ms:.1} ms, {:.1} tok/s",
+            len as f64 / ms * 1000.0
+        );
     }
 }

@@ -238,10 +238,19 @@ fn batched_appends_equal_separate_ones() {
             let batched_risks: Vec<Vec<f32>> = session
                 .tokens()
                 .iter()
-                .map(|t| vec![t.risk_probs.safe, t.risk_probs.unsafe_, t.risk_probs.controversial])
+                .map(|t| {
+                    vec![
+                        t.risk_probs.safe,
+                        t.risk_probs.unsafe_,
+                        t.risk_probs.controversial,
+                    ]
+                })
                 .collect();
-            let batched_cats: Vec<Vec<f32>> =
-                session.tokens().iter().map(|t| t.category_probs.clone()).collect();
+            let batched_cats: Vec<Vec<f32>> = session
+                .tokens()
+                .iter()
+                .map(|t| t.category_probs.clone())
+                .collect();
             assert_eq!(batched_risks, risks, "{precision} {}: risk", case.name);
             assert_eq!(batched_cats, cats, "{precision} {}: category", case.name);
         }
@@ -260,7 +269,9 @@ fn batch_errors_leave_sessions_unchanged() {
         .append_batch(&mut [&mut mine, &mut theirs], &[&[100], &[101]])
         .unwrap_err();
     assert!(err.to_string().contains("another StreamGuard"), "{err}");
-    let err = a.append_batch(&mut [&mut mine], &[&[100], &[101]]).unwrap_err();
+    let err = a
+        .append_batch(&mut [&mut mine], &[&[100], &[101]])
+        .unwrap_err();
     assert!(err.to_string().contains("1 sessions but 2"), "{err}");
     let err = a
         .append_batch(&mut [&mut mine], &[&[u32::MAX]])

@@ -494,12 +494,22 @@ mod tests {
             let mut full_cache = backbone.new_cache();
             let full = backbone.forward(&ids[..len], &mut full_cache).unwrap();
             let mut cache = backbone.new_cache();
-            let last = backbone.forward_last(&ids[..len], &mut cache, count).unwrap();
+            let last = backbone
+                .forward_last(&ids[..len], &mut cache, count)
+                .unwrap();
             let want = full.narrow(0, len - count, count).unwrap();
-            assert_eq!(rows(&last).unwrap(), rows(&want).unwrap(), "{len} rows, last {count}");
+            assert_eq!(
+                rows(&last).unwrap(),
+                rows(&want).unwrap(),
+                "{len} rows, last {count}"
+            );
             assert_eq!(cache.len(), full_cache.len());
             let next = |c: &mut KvCache| rows(&backbone.forward(&[42], c).unwrap()).unwrap();
-            assert_eq!(next(&mut cache), next(&mut full_cache), "{len} rows: caches differ");
+            assert_eq!(
+                next(&mut cache),
+                next(&mut full_cache),
+                "{len} rows: caches differ"
+            );
         }
     }
 

@@ -4,8 +4,8 @@ use rayon::prelude::*;
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::cache_attention::attend_cached;
 use crate::model::backbone::Segment;
+use crate::model::cache_attention::attend_cached;
 use crate::model::rotary::RopeTables;
 use crate::model::{linear, stacked_linear, Linear, RmsNorm};
 
@@ -98,7 +98,13 @@ impl Attention {
                 let queries = &q[(first + len - keep) * q_width..(first + len) * q_width];
                 let at = cache.len() + len - keep;
                 let scale = self.scale as f32;
-                out.extend(attend_cached(queries, cache, layer, (self.heads, at, keep), scale)?);
+                out.extend(attend_cached(
+                    queries,
+                    cache,
+                    layer,
+                    (self.heads, at, keep),
+                    scale,
+                )?);
             }
             first += len;
             kept += keep;

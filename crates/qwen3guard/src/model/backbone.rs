@@ -94,7 +94,11 @@ impl Backbone {
                 }
             }
         }
-        Ok(Tensor::from_vec(out, (ids.len(), self.cfg.hidden_size), &self.device)?)
+        Ok(Tensor::from_vec(
+            out,
+            (ids.len(), self.cfg.hidden_size),
+            &self.device,
+        )?)
     }
 
     /// Runs several sequences' new positions in one pass: every weight product takes all
@@ -179,7 +183,11 @@ impl Backbone {
                 }
             }
         }
-        Ok(Tensor::from_vec(rows, (count, self.cfg.hidden_size), &self.device)?)
+        Ok(Tensor::from_vec(
+            rows,
+            (count, self.cfg.hidden_size),
+            &self.device,
+        )?)
     }
 
     /// One pass through the layers for checked items: final hidden states of each item's

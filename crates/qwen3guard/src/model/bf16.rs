@@ -45,7 +45,9 @@ impl Bf16Matrix {
 
     /// Builds by rounding `value(i)`, the `i`-th element of the row-major matrix.
     pub fn from_fn(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Self {
-        Bf16Matrix(Panels::build(rows, cols, 2, 2, |i| bf16::from_f32(value(i)).to_bits()))
+        Bf16Matrix(Panels::build(rows, cols, 2, 2, |i| {
+            bf16::from_f32(value(i)).to_bits()
+        }))
     }
 
     /// The rows of `parts` one after another (all with the same number of columns).
@@ -139,7 +141,9 @@ mod avx512 {
         let (xp, wp) = (x.as_ptr(), group.as_ptr());
         for pair in 0..depth / 2 {
             let w: [__m512bh; 4] = std::array::from_fn(|z| {
-                std::mem::transmute(_mm512_loadu_si512(wp.add(pair * 2 * GROUP + 32 * z) as *const _))
+                std::mem::transmute(_mm512_loadu_si512(
+                    wp.add(pair * 2 * GROUP + 32 * z) as *const _
+                ))
             });
             for (i, row) in acc.iter_mut().enumerate() {
                 let bits = (xp.add(i * depth + 2 * pair) as *const i32).read_unaligned();
@@ -174,13 +178,23 @@ mod tests {
     fn assert_close(ours: &[f32], expected: &[f32], what: &str) {
         assert_eq!(ours.len(), expected.len());
         for (a, b) in ours.iter().zip(expected) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{what}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{what}: {a} vs {b}"
+            );
         }
     }
 
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 40), (13, 200, 64), (300, 70, 40)] {
+        for (m, n, k) in [
+            (1, 7, 33),
+            (5, 130, 70),
+            (1, 64, 1024),
+            (67, 9, 40),
+            (13, 200, 64),
+            (300, 70, 40),
+        ] {
             let (x, w) = sample_operands(m, n, k);
             let matrix = Bf16Matrix::from_f32(&w, n, k);
             let expected = reference(&x, m, &w, n, k);
@@ -190,7 +204,14 @@ mod tests {
             for g in 0..n.div_ceil(GROUP) {
                 let cols = (n - g * GROUP).min(GROUP);
                 let mut out = vec![0f32; m * cols];
-                portable_block(&xb, matrix.depth, matrix.group(g * GROUP), cols, &mut out, cols);
+                portable_block(
+                    &xb,
+                    matrix.depth,
+                    matrix.group(g * GROUP),
+                    cols,
+                    &mut out,
+                    cols,
+                );
                 let part: Vec<f32> = (0..m)
                     .flat_map(|r| expected[r * n + g * GROUP..][..cols].to_vec())
                     .collect();

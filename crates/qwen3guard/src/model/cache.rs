@@ -123,7 +123,12 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `num_layers` layers of `kv_heads` heads of `head_dim` values.
-    pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, precision: KvPrecision) -> Self {
+    pub fn new(
+        num_layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        precision: KvPrecision,
+    ) -> Self {
         KvCache {
             layers: vec![Vec::new(); num_layers],
             len: 0,
@@ -239,7 +244,10 @@ mod tests {
                 let widen = |b: u16| bf16::from_bits(b).to_f32();
                 (
                     (0..dim).map(|d| widen(k[at(d, 2)])).collect(),
-                    v[value_at..value_at + dim].iter().map(|&b| widen(b)).collect(),
+                    v[value_at..value_at + dim]
+                        .iter()
+                        .map(|&b| widen(b))
+                        .collect(),
                 )
             }
             _ => panic!("keys and values in different precisions"),
@@ -253,8 +261,13 @@ mod tests {
         for precision in [KvPrecision::F32, KvPrecision::Bf16] {
             let (heads, dim) = (2, 4);
             // Small integers: exact in bf16 too.
-            let expected = |h: usize, position: usize, d: usize| (h * 100 + position % 48 * 2 + d % 2) as f32;
-            let row = |h, position| (0..dim).map(|d| expected(h, position, d)).collect::<Vec<_>>();
+            let expected =
+                |h: usize, position: usize, d: usize| (h * 100 + position % 48 * 2 + d % 2) as f32;
+            let row = |h, position| {
+                (0..dim)
+                    .map(|d| expected(h, position, d))
+                    .collect::<Vec<_>>()
+            };
             let mut cache = KvCache::new(1, heads, dim, precision);
             // 300 positions in chunks of 7: several pages, chunks straddling page edges.
             let mut written = 0;

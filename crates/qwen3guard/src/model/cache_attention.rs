@@ -228,7 +228,12 @@ fn attend_block<E: Element>(
         for (base, count, _, values) in spans(limit(r0 + rr - 1)) {
             let p: [&[f32]; 4] =
                 std::array::from_fn(|i| &scores[(r0 + i.min(rr - 1)) * width + base..][..count]);
-            weighted_sum(p, rr, &values[..count * dim], &mut out[r0 * dim..(r0 + rr) * dim]);
+            weighted_sum(
+                p,
+                rr,
+                &values[..count * dim],
+                &mut out[r0 * dim..(r0 + rr) * dim],
+            );
         }
     }
     for (row, inv) in out.chunks_exact_mut(dim).zip(normalizers) {
@@ -325,8 +330,9 @@ mod avx512 {
         c0: usize,
     ) {
         let op = out.as_mut_ptr().add(c0);
-        let mut acc: [[__m512; Z]; R] =
-            std::array::from_fn(|i| std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z))));
+        let mut acc: [[__m512; Z]; R] = std::array::from_fn(|i| {
+            std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z)))
+        });
         let vp = values.as_ptr().add(c0);
         for j in 0..count {
             let v: [__m512; Z] = std::array::from_fn(|z| load(vp.add(j * dim + 16 * z)));
@@ -379,7 +385,11 @@ mod tests {
                 let scores: Vec<f64> = (0..seen)
                     .map(|j| {
                         let k = &keys[(j * kv_heads + g) * dim..][..dim];
-                        let dot: f64 = qr.iter().zip(k).map(|(&a, &b)| round(a) as f64 * round(b) as f64).sum();
+                        let dot: f64 = qr
+                            .iter()
+                            .zip(k)
+                            .map(|(&a, &b)| round(a) as f64 * round(b) as f64)
+                            .sum();
                         dot * scale as f64
                     })
                     .collect();

@@ -79,7 +79,11 @@ pub(crate) fn block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut 
 fn portable_block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
     for (r, xr) in x.chunks_exact(depth).enumerate() {
         for c in 0..n {
-            out[r * ld + c] = xr.iter().enumerate().map(|(k, v)| v * group[k * GROUP + c]).sum();
+            out[r * ld + c] = xr
+                .iter()
+                .enumerate()
+                .map(|(k, v)| v * group[k * GROUP + c])
+                .sum();
         }
     }
 }
@@ -116,7 +120,8 @@ mod avx512 {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
         let (xp, wp) = (x.as_ptr(), group.as_ptr());
         for k in 0..depth {
-            let w: [__m512; 4] = std::array::from_fn(|z| _mm512_loadu_ps(wp.add(k * GROUP + 16 * z)));
+            let w: [__m512; 4] =
+                std::array::from_fn(|z| _mm512_loadu_ps(wp.add(k * GROUP + 16 * z)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let xv = _mm512_set1_ps(*xp.add(i * depth + k));
                 for (a, &wz) in row.iter_mut().zip(&w) {
@@ -135,7 +140,14 @@ mod tests {
 
     #[test]
     fn matches_a_wide_reference_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (3, 3, 16), (67, 9, 40), (13, 200, 64), (300, 70, 40)] {
+        for (m, n, k) in [
+            (1, 7, 33),
+            (5, 130, 70),
+            (3, 3, 16),
+            (67, 9, 40),
+            (13, 200, 64),
+            (300, 70, 40),
+        ] {
             let (x, w) = sample_operands(m, n, k);
             let matrix = F32Matrix::from_f32(&w, n, k);
             let ours = matrix.matmul(&x, m);

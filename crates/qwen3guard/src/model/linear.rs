@@ -65,7 +65,10 @@ impl Linear {
             Linear::Packed(matrix) => Ok(matrix.select(x, ids)),
             Linear::Dense(_) => {
                 let all = self.forward_rows(x, 1)?;
-                Ok(ids.iter().map(|&id| all.get(id).copied().unwrap_or(f32::MIN)).collect())
+                Ok(ids
+                    .iter()
+                    .map(|&id| all.get(id).copied().unwrap_or(f32::MIN))
+                    .collect())
             }
         }
     }

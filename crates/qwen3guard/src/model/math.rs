@@ -70,7 +70,10 @@ mod avx512 {
     pub(super) unsafe fn exp(x: __m512) -> __m512 {
         // Outside [-104, 89] the result is 0 or infinity in f32; clamping keeps `n` in
         // scalef's range.
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0)), _mm512_set1_ps(89.0));
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
+            _mm512_set1_ps(89.0),
+        );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
@@ -91,7 +94,10 @@ mod avx512 {
         let mut chunks = row.chunks_exact_mut(16);
         for chunk in &mut chunks {
             let p = chunk.as_mut_ptr();
-            let e = exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p), shift), scale));
+            let e = exp(_mm512_mul_ps(
+                _mm512_sub_ps(_mm512_loadu_ps(p), shift),
+                scale,
+            ));
             _mm512_storeu_ps(p, e);
             sum = _mm512_add_ps(sum, e);
         }
@@ -100,7 +106,10 @@ mod avx512 {
             // A masked load/store handles the last partial vector; masked-off lanes are 0.
             let mask: __mmask16 = (1u16 << tail.len()) - 1;
             let p = tail.as_mut_ptr();
-            let e = exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p), shift), scale));
+            let e = exp(_mm512_mul_ps(
+                _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p), shift),
+                scale,
+            ));
             let e = _mm512_maskz_mov_ps(mask, e);
             _mm512_mask_storeu_ps(p, mask, e);
             sum = _mm512_add_ps(sum, e);
@@ -116,7 +125,11 @@ mod avx512 {
         let one = _mm512_set1_ps(1.0);
         let mut i = 0;
         while i < n {
-            let mask: __mmask16 = if n - i >= 16 { !0 } else { (1u16 << (n - i)) - 1 };
+            let mask: __mmask16 = if n - i >= 16 {
+                !0
+            } else {
+                (1u16 << (n - i)) - 1
+            };
             let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(i));
             let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(i));
             let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
@@ -133,13 +146,19 @@ mod tests {
 
     #[test]
     fn silu_mul_matches_the_definition() {
-        let gate: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 1.3).chain([-200.0, 200.0]).collect();
+        let gate: Vec<f32> = (0..37)
+            .map(|i| (i as f32 - 18.0) * 1.3)
+            .chain([-200.0, 200.0])
+            .collect();
         let up: Vec<f32> = (0..gate.len()).map(|i| 0.5 + i as f32 * 0.1).collect();
         let mut out = vec![0f32; gate.len()];
         silu_mul(&gate, &up, &mut out);
         for ((&o, &g), &u) in out.iter().zip(&gate).zip(&up) {
             let exact = g as f64 / (1.0 + (-g as f64).exp()) * u as f64;
-            assert!((o as f64 - exact).abs() <= 1e-6 * exact.abs().max(1e-3), "{g}: {o} vs {exact}");
+            assert!(
+                (o as f64 - exact).abs() <= 1e-6 * exact.abs().max(1e-3),
+                "{g}: {o} vs {exact}"
+            );
         }
     }
 
@@ -161,7 +180,10 @@ mod tests {
             let total: f64 = exact.iter().sum();
             for (a, e) in ours.iter().zip(&exact) {
                 let (a, e) = (*a as f64 * inv as f64, e / total);
-                assert!((a - e).abs() <= 1e-6 * e.max(1e-30) + 1e-12, "{len}: {a} vs {e}");
+                assert!(
+                    (a - e).abs() <= 1e-6 * e.max(1e-30) + 1e-12,
+                    "{len}: {a} vs {e}"
+                );
             }
         }
     }

@@ -22,7 +22,7 @@ mod q8;
 mod rotary;
 
 pub use attention::Attention;
-pub use backbone::{BatchItem, Backbone};
+pub use backbone::{Backbone, BatchItem};
 pub use bf16::Bf16Matrix;
 pub use cache::{KvCache, KvPrecision};
 pub use embedding::Embedding;

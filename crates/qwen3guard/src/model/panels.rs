@@ -82,7 +82,9 @@ impl<T: Copy + Default + Send + Sync> Panels<T> {
 
     /// The rows of `parts` one after another (same columns and packing, one load).
     pub(crate) fn stack(parts: Vec<Self>) -> Self {
-        let (cols, pack, depth) = parts.first().map_or((0, 1, 0), |p| (p.cols, p.pack, p.depth));
+        let (cols, pack, depth) = parts
+            .first()
+            .map_or((0, 1, 0), |p| (p.cols, p.pack, p.depth));
         if parts.iter().all(|p| p.rows % GROUP == 0) {
             // Whole groups: the layouts simply follow each other.
             let rows = parts.iter().map(|p| p.rows).sum();

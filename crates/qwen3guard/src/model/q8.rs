@@ -213,11 +213,21 @@ mod avx512 {
     const MR: usize = 3;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
+    pub(super) unsafe fn block(
+        x: &QuantizedView,
+        w: &GroupView,
+        n: usize,
+        out: &mut [f32],
+        ld: usize,
+    ) {
         let depth = w.depth;
         let m = x.data.len() / depth;
-        assert!(w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth.is_multiple_of(BLOCK));
-        assert!(x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth);
+        assert!(
+            w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth.is_multiple_of(BLOCK)
+        );
+        assert!(
+            x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth
+        );
         assert!(n <= GROUP && (m == 0 || out.len() >= (m - 1) * ld + n));
         let mut r = 0;
         while r < m {
@@ -253,7 +263,9 @@ mod avx512 {
                     _mm512_loadu_si512(wp.add(quad * 4 * GROUP + 64 * z) as *const _)
                 });
                 for (i, row) in sums.iter_mut().enumerate() {
-                    let xv = _mm512_set1_epi32((xp.add(i * depth + 4 * quad) as *const i32).read_unaligned());
+                    let xv = _mm512_set1_epi32(
+                        (xp.add(i * depth + 4 * quad) as *const i32).read_unaligned(),
+                    );
                     for (s, &v) in row.iter_mut().zip(&wv) {
                         *s = _mm512_dpbusd_epi32(*s, v, xv);
                     }
@@ -267,7 +279,8 @@ mod avx512 {
             }
         }
         // out = weight scale * (sum - 128 * offset of the row).
-        let wscale: [__m512; 4] = std::array::from_fn(|z| _mm512_loadu_ps(w.scales.as_ptr().add(16 * z)));
+        let wscale: [__m512; 4] =
+            std::array::from_fn(|z| _mm512_loadu_ps(w.scales.as_ptr().add(16 * z)));
         for (i, row) in acc.iter_mut().enumerate() {
             let offset = _mm512_set1_ps(128.0 * x.offsets[r0 + i]);
             for (a, &s) in row.iter_mut().zip(&wscale) {
@@ -285,7 +298,13 @@ mod tests {
 
     #[test]
     fn close_to_the_f32_product_for_odd_shapes() {
-        for (m, n, k) in [(1, 7, 33), (5, 130, 70), (1, 64, 1024), (67, 9, 200), (300, 70, 40)] {
+        for (m, n, k) in [
+            (1, 7, 33),
+            (5, 130, 70),
+            (1, 64, 1024),
+            (67, 9, 200),
+            (300, 70, 40),
+        ] {
             let (x, w) = sample_operands(m, n, k);
             let ours = Q8Matrix::from_f32(&w, n, k).matmul(&x, m);
             for r in 0..m {
