@@ -83,7 +83,7 @@ impl Linear {
             Linear::Dense(weight_t) => matmul(&flat, weight_t)?,
             Linear::Packed(matrix) => {
                 let input: Vec<f32> = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                let output = matrix.matmul(&input, rows);
+                let output = self.forward_rows(&input, rows)?;
                 Tensor::from_vec(output, (rows, matrix.rows()), x.device())?.to_dtype(x.dtype())?
             }
         };
@@ -134,8 +134,7 @@ pub fn stacked_linear(
 /// Root-mean-square normalisation over the last axis: `x / sqrt(mean(x^2) + eps) * w`.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
-    weight: Tensor,
-    /// The same weight as f32 values, for rows passed as slices.
+    /// The weight as f32 values.
     values: Vec<f32>,
     eps: f32,
 }
@@ -146,7 +145,6 @@ impl RmsNorm {
         let weight = weights.get(&format!("{name}.weight"), &[size])?;
         Ok(RmsNorm {
             values: weight.to_dtype(DType::F32)?.to_vec1()?,
-            weight,
             eps: eps as f32,
         })
     }
@@ -171,12 +169,10 @@ impl RmsNorm {
         out
     }
 
-    /// Normalises the last axis of `x`.
+    /// Normalises the last axis of `x` (the heads' tensors), as [`Self::forward_rows`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        let rows: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let out = Tensor::from_vec(self.forward_rows(&rows), x.dims(), x.device())?;
+        Ok(out.to_dtype(x.dtype())?)
     }
 }
