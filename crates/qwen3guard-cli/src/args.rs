@@ -15,7 +15,7 @@ pub struct ModelArgs {
     pub model: Option<String>,
 
     /// Precision: f32 (the reference's), bf16 (bf16 weights, native bf16 dot products) or
-    /// q8 (8-bit weights; activations quantized per block of 64).
+    /// q8 (8-bit weights and key/value cache; activations quantized per block of 64).
     #[arg(
         long,
         default_value = "f32",

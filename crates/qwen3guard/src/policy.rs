@@ -36,11 +36,10 @@ impl Severity {
 
     /// Whether a deployment in `mode` must block it.
     pub fn is_blocked(self, mode: Mode) -> bool {
-        match (self, mode) {
-            (Severity::Unsafe, _) => true,
-            (Severity::Controversial, Mode::Strict) => true,
-            _ => false,
-        }
+        matches!(
+            (self, mode),
+            (Severity::Unsafe, _) | (Severity::Controversial, Mode::Strict)
+        )
     }
 }
 

@@ -202,7 +202,11 @@ fn reduced_precisions_stay_close_to_f32() {
 /// sessions finishing early) get exactly the verdicts they get appended alone.
 #[test]
 fn batched_appends_equal_separate_ones() {
-    for precision in [qwen3guard::Precision::F32, qwen3guard::Precision::Bf16] {
+    for precision in [
+        qwen3guard::Precision::F32,
+        qwen3guard::Precision::Bf16,
+        qwen3guard::Precision::Q8,
+    ] {
         let guard = StreamGuard::load(
             &Checkpoint::open(&fixture("stream")).unwrap(),
             &qwen3guard::LoadOptions { precision },

@@ -118,11 +118,13 @@ impl Weights {
         self.dtype
     }
 
-    /// How sequences' key/value caches store their entries: f32 for f32 weights (the
-    /// reference's precision), bf16 for the reduced precisions, as a bf16 reference does.
+    /// How sequences' key/value caches store their entries: like the weights (f32 for f32,
+    /// the reference's precision; bf16 for bf16, as a bf16 reference does; 8 bits for 8-bit
+    /// weights).
     pub fn kv_precision(&self) -> KvPrecision {
         match self.packing {
-            Some(Precision::Bf16 | Precision::Q8) => KvPrecision::Bf16,
+            Some(Precision::Bf16) => KvPrecision::Bf16,
+            Some(Precision::Q8) => KvPrecision::Q8,
             _ if self.dtype == DType::BF16 => KvPrecision::Bf16,
             _ => KvPrecision::F32,
         }

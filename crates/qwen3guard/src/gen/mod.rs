@@ -135,10 +135,12 @@ impl GenGuard {
             });
         }
         let cfg = &checkpoint.config().backbone;
+        // The tokenizer first: the memory its parse frees is released before the
+        // weights take theirs (see `release_freed_memory`).
+        let prompter = checkpoint.prompter()?;
         let weights = checkpoint.weights(options)?;
         let backbone = Backbone::new(cfg, &weights)?;
         let lm_head = LmHead::new(cfg, &weights, &backbone)?;
-        let prompter = checkpoint.prompter()?;
         let tokenizer = prompter.tokenizer();
         let stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
             .iter()
@@ -428,10 +430,15 @@ fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::Precision;
 
     fn guard() -> GenGuard {
+        guard_in(Precision::F32)
+    }
+
+    fn guard_in(precision: Precision) -> GenGuard {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen-tied");
-        GenGuard::load(&Checkpoint::open(&dir).unwrap(), &LoadOptions::default()).unwrap()
+        GenGuard::load(&Checkpoint::open(&dir).unwrap(), &LoadOptions { precision }).unwrap()
     }
 
     /// Greedy ids and forward passes for the prompt `ids` decoded with `format`.
@@ -467,7 +474,7 @@ mod tests {
         assert_eq!(greedy.len(), 10);
         assert_eq!(steps, 10);
 
-        let exact = FormatTrie::from_sequences(&[greedy.clone()]);
+        let exact = FormatTrie::from_sequences(std::slice::from_ref(&greedy));
         let (ids_exact, steps_exact) = decode(&guard, &ids, &exact, true);
         assert_eq!(ids_exact, greedy);
         assert_eq!(steps_exact, 1);
@@ -513,10 +520,17 @@ mod tests {
         }
     }
 
-    /// The preamble cache, drafts and verdict-only mode all give the plain path's answer.
+    /// The preamble cache, drafts and verdict-only mode all give the plain path's answer,
+    /// in every precision (8-bit caches quantize each vector alone, so a cached preamble
+    /// holds exactly what a whole pass would).
     #[test]
     fn fast_paths_match_the_plain_path() {
-        let guard = guard();
+        for precision in [Precision::F32, Precision::Bf16, Precision::Q8] {
+            fast_paths_match_in(&guard_in(precision));
+        }
+    }
+
+    fn fast_paths_match_in(guard: &GenGuard) {
         for conv in [
             Conversation::from_prompt("How can I make a bomb?", None),
             Conversation::from_prompt("How do I bake bread?", Some("Mix flour and water.")),

@@ -7,13 +7,16 @@
 //! shares every page with its parent until one of them writes to it, so that many requests
 //! can start from one cached preamble without copying it.
 //!
-//! Keys and values are stored in f32 for f32 models (exact parity with the reference) and
-//! in bf16 for reduced precisions, as a bf16 reference stores them: half the memory, and
-//! half the bytes that attention reads for every new token. Within a page, each head's
-//! values are rows `(PAGE, head_dim)`, and its keys are two groups of 64 positions in the
-//! weights' [`Panels`](crate::model::Panels) layout (each feature, or pair of features in
-//! bf16, of 64 positions side by side), so that query-key scores run on the same
-//! broadcast kernels as the weight products.
+//! Keys and values are stored in f32 for f32 models (exact parity with the reference), in
+//! bf16 for bf16 models, as a bf16 reference stores them (half the memory, and half the
+//! bytes that attention reads for every new token), and in 8 bits for 8-bit models (a
+//! quarter: with 8-bit weights a long session's cache is otherwise as large as the model
+//! and as slow to read). 8-bit entries are quantized per vector (one head's key or value
+//! at one position, symmetric, one f32 scale each) and stored as `q + 128`, like the 8-bit
+//! weights. Within a page, each head's values are rows `(PAGE, head_dim)`, and its keys
+//! are two groups of 64 positions in the weights' [`Panels`](crate::model::Panels) layout
+//! (each feature, pair or quad of features of 64 positions side by side), so that
+//! query-key scores run on the same broadcast kernels as the weight products.
 
 use std::sync::Arc;
 
@@ -31,28 +34,55 @@ pub enum KvPrecision {
     F32,
     /// Rounded to bfloat16 (raw bits).
     Bf16,
+    /// Quantized to 8 bits per vector.
+    Q8,
 }
 
-/// The entries of one page, `kv_heads * PAGE * head_dim` of them, in the cache's
-/// precision.
+impl KvPrecision {
+    /// The stored length of a key vector of `dim` features: the 8-bit kernel sums blocks
+    /// of 64 features, so 8-bit keys are padded (with zeros) to whole blocks.
+    pub fn key_depth(self, dim: usize) -> usize {
+        match self {
+            KvPrecision::Q8 => dim.div_ceil(64) * 64,
+            _ => dim,
+        }
+    }
+}
+
+/// The entries of one page, `kv_heads * PAGE` vectors, in the cache's precision.
 #[derive(Debug, Clone)]
 pub enum Rows {
     /// f32 values.
     F32(Vec<f32>),
     /// bf16 bits.
     Bf16(Vec<u16>),
+    /// 8-bit values stored as `q + 128`, and the scale of each vector (`head * PAGE + slot`):
+    /// an entry is `(byte - 128) * scale`.
+    Q8 {
+        /// The bytes.
+        data: Vec<u8>,
+        /// One scale per vector.
+        scales: Vec<f32>,
+    },
 }
 
 impl Rows {
-    fn zeros(precision: KvPrecision, len: usize) -> Self {
+    /// `vectors` vectors of `width` stored entries each.
+    fn zeros(precision: KvPrecision, vectors: usize, width: usize) -> Self {
+        let len = vectors * width;
         match precision {
             KvPrecision::F32 => Rows::F32(vec![0.0; len]),
             KvPrecision::Bf16 => Rows::Bf16(vec![0; len]),
+            KvPrecision::Q8 => Rows::Q8 {
+                data: vec![128; len],
+                scales: vec![0.0; vectors],
+            },
         }
     }
 
-    /// Writes `values` from element `at` on, rounding them if the rows are bf16.
-    fn write(&mut self, at: usize, values: &[f32]) {
+    /// Writes the vector `values` as vector `vector` of rows `values.len()` wide.
+    fn write(&mut self, vector: usize, values: &[f32]) {
+        let at = vector * values.len();
         match self {
             Rows::F32(rows) => rows[at..at + values.len()].copy_from_slice(values),
             Rows::Bf16(rows) => {
@@ -60,22 +90,30 @@ impl Rows {
                     *d = bf16::from_f32(v).to_bits();
                 }
             }
+            Rows::Q8 { data, scales } => {
+                let scale = quantize(values, |d, q| data[at + d] = q);
+                scales[vector] = scale;
+            }
         }
     }
 
-    /// Writes the key `values` of head `head` at `slot` in the grouped layout.
-    fn write_key(&mut self, head: usize, slot: usize, values: &[f32]) {
-        let dim = values.len();
+    /// Writes the key `values` of head `head` at `slot` in the grouped layout, whose
+    /// vectors are `depth` long.
+    fn write_key(&mut self, head: usize, slot: usize, values: &[f32], depth: usize) {
         match self {
             Rows::F32(rows) => {
                 for (d, &v) in values.iter().enumerate() {
-                    rows[key_index(head, slot, d, dim, 1)] = v;
+                    rows[key_index(head, slot, d, depth, 1)] = v;
                 }
             }
             Rows::Bf16(rows) => {
                 for (d, &v) in values.iter().enumerate() {
-                    rows[key_index(head, slot, d, dim, 2)] = bf16::from_f32(v).to_bits();
+                    rows[key_index(head, slot, d, depth, 2)] = bf16::from_f32(v).to_bits();
                 }
+            }
+            Rows::Q8 { data, scales } => {
+                let scale = quantize(values, |d, q| data[key_index(head, slot, d, depth, 4)] = q);
+                scales[head * PAGE + slot] = scale;
             }
         }
     }
@@ -84,18 +122,32 @@ impl Rows {
         match self {
             Rows::F32(rows) => rows.len() * 4,
             Rows::Bf16(rows) => rows.len() * 2,
+            Rows::Q8 { data, scales } => data.len() + scales.len() * 4,
         }
     }
+}
+
+/// Quantizes one vector symmetrically to 8 bits, passing each `(index, q + 128)` to
+/// `store`; returns the scale.
+fn quantize(values: &[f32], mut store: impl FnMut(usize, u8)) -> f32 {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    for (d, &v) in values.iter().enumerate() {
+        let q = (v / scale).round().clamp(-127.0, 127.0) as i32;
+        store(d, (q + 128) as u8);
+    }
+    scale
 }
 
 /// Positions per key group: the weights' panel group, one register tile of scores.
 pub const KEY_GROUP: usize = GROUP;
 
-/// Where feature `d` of the key of `head` at `slot` lives in a page: head-major, then the
-/// group of 64 slots, then runs of `pack` features with the group's 64 slots side by side.
-fn key_index(head: usize, slot: usize, d: usize, dim: usize, pack: usize) -> usize {
-    head * PAGE * dim
-        + (slot / KEY_GROUP) * KEY_GROUP * dim
+/// Where feature `d` of the key of `head` at `slot` lives in a page whose key vectors are
+/// `depth` long: head-major, then the group of 64 slots, then runs of `pack` features with
+/// the group's 64 slots side by side.
+fn key_index(head: usize, slot: usize, d: usize, depth: usize, pack: usize) -> usize {
+    head * PAGE * depth
+        + (slot / KEY_GROUP) * KEY_GROUP * depth
         + (d / pack) * pack * KEY_GROUP
         + (slot % KEY_GROUP) * pack
         + d % pack
@@ -197,6 +249,7 @@ impl KvCache {
     /// ones; `keys` and `values` are rows `(count, kv_heads * head_dim)`.
     pub(crate) fn write(&mut self, layer: usize, keys: &[f32], values: &[f32], count: usize) {
         let (heads, dim, precision) = (self.kv_heads, self.head_dim, self.precision);
+        let key_depth = precision.key_depth(dim);
         debug_assert_eq!(keys.len(), heads * count * dim);
         debug_assert_eq!(values.len(), keys.len());
         let pages = &mut self.layers[layer];
@@ -205,17 +258,18 @@ impl KvCache {
             let (index, slot) = (position / PAGE, position % PAGE);
             while pages.len() <= index {
                 pages.push(Arc::new(Page {
-                    keys: Rows::zeros(precision, heads * PAGE * dim),
-                    values: Rows::zeros(precision, heads * PAGE * dim),
+                    keys: Rows::zeros(precision, heads * PAGE, key_depth),
+                    values: Rows::zeros(precision, heads * PAGE, dim),
                 }));
             }
             // Copy-on-write: a page shared with a fork is duplicated before the write.
             let page = Arc::make_mut(&mut pages[index]);
             for h in 0..heads {
                 let from = (i * heads + h) * dim;
-                let to = (h * PAGE + slot) * dim;
-                page.keys.write_key(h, slot, &keys[from..from + dim]);
-                page.values.write(to, &values[from..from + dim]);
+                page.keys
+                    .write_key(h, slot, &keys[from..from + dim], key_depth);
+                page.values
+                    .write(h * PAGE + slot, &values[from..from + dim]);
             }
         }
     }
@@ -230,35 +284,61 @@ impl KvCache {
 mod tests {
     use super::*;
 
-    fn key_at(cache: &KvCache, layer: usize, head: usize, position: usize) -> Vec<f32> {
+    /// The key and value of `head` at `position`, as stored (8-bit entries dequantized).
+    fn entry_at(
+        cache: &KvCache,
+        layer: usize,
+        head: usize,
+        position: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
         let page = &cache.pages(layer)[position / PAGE];
-        let dim = cache.head_dim;
-        let at = |d, pack| key_index(head, position % PAGE, d, dim, pack);
-        let value_at = (head * PAGE + position % PAGE) * dim;
-        let (keys, values): (Vec<f32>, Vec<f32>) = match (&page.keys, &page.values) {
-            (Rows::F32(k), Rows::F32(v)) => (
-                (0..dim).map(|d| k[at(d, 1)]).collect(),
-                v[value_at..value_at + dim].to_vec(),
-            ),
-            (Rows::Bf16(k), Rows::Bf16(v)) => {
-                let widen = |b: u16| bf16::from_bits(b).to_f32();
-                (
-                    (0..dim).map(|d| widen(k[at(d, 2)])).collect(),
-                    v[value_at..value_at + dim]
-                        .iter()
-                        .map(|&b| widen(b))
-                        .collect(),
-                )
-            }
-            _ => panic!("keys and values in different precisions"),
-        };
+        let (dim, slot) = (cache.head_dim, position % PAGE);
+        let depth = cache.precision.key_depth(dim);
+        let at = |d, pack| key_index(head, slot, d, depth, pack);
+        let value_at = (head * PAGE + slot) * dim;
+        let vector = head * PAGE + slot;
+        let widen = |b: u16| bf16::from_bits(b).to_f32();
+        let dequantize = |q: u8, scale: f32| (q as i32 - 128) as f32 * scale;
+        let keys = (0..dim).map(|d| match &page.keys {
+            Rows::F32(k) => k[at(d, 1)],
+            Rows::Bf16(k) => widen(k[at(d, 2)]),
+            Rows::Q8 { data, scales } => dequantize(data[at(d, 4)], scales[vector]),
+        });
+        let values = (0..dim).map(|d| match &page.values {
+            Rows::F32(v) => v[value_at + d],
+            Rows::Bf16(v) => widen(v[value_at + d]),
+            Rows::Q8 { data, scales } => dequantize(data[value_at + d], scales[vector]),
+        });
+        (keys.collect(), values.collect())
+    }
+
+    /// The key of `head` at `position`, after checking that the value (written equal to
+    /// it) reads back the same.
+    fn key_at(cache: &KvCache, layer: usize, head: usize, position: usize) -> Vec<f32> {
+        let (keys, values) = entry_at(cache, layer, head, position);
         assert_eq!(keys, values, "the test writes equal keys and values");
         keys
     }
 
+    /// Whether `got` is `expected` as the cache's precision stores it: exactly for f32 and
+    /// for bf16 (the test's values are small integers), within half a quantization step
+    /// for 8 bits.
+    fn stored_as(precision: KvPrecision, got: &[f32], expected: &[f32]) -> bool {
+        let max = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let step = match precision {
+            KvPrecision::Q8 => max / 127.0,
+            _ => 0.0,
+        };
+        got.len() == expected.len()
+            && got
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| (a - b).abs() <= step / 2.0 * 1.0001)
+    }
+
     #[test]
     fn writes_span_pages_and_forks_copy_on_write() {
-        for precision in [KvPrecision::F32, KvPrecision::Bf16] {
+        for precision in [KvPrecision::F32, KvPrecision::Bf16, KvPrecision::Q8] {
             let (heads, dim) = (2, 4);
             // Small integers: exact in bf16 too.
             let expected =
@@ -286,7 +366,11 @@ mod tests {
             assert_eq!(cache.len(), 300);
             assert_eq!(cache.pages(0).len(), 300usize.div_ceil(PAGE));
             for position in [0, 127, 128, 299] {
-                assert_eq!(key_at(&cache, 0, 1, position), row(1, position));
+                let key = key_at(&cache, 0, 1, position);
+                assert!(
+                    stored_as(precision, &key, &row(1, position)),
+                    "{precision:?} {key:?}"
+                );
             }
 
             let mut fork = cache.fork();
@@ -296,7 +380,8 @@ mod tests {
             fork.advance(1);
             // The fork's write copied page 1; the parent still sees its own value.
             assert_eq!(key_at(&fork, 0, 0, 201), vec![-1.0; dim]);
-            assert_eq!(key_at(&cache, 0, 0, 201), row(0, 201));
+            let parent = key_at(&cache, 0, 0, 201);
+            assert!(stored_as(precision, &parent, &row(0, 201)));
             assert!(Arc::ptr_eq(&fork.pages(0)[0], &cache.pages(0)[0]));
             assert!(!Arc::ptr_eq(&fork.pages(0)[1], &cache.pages(0)[1]));
         }

@@ -9,13 +9,15 @@
 //! weight products' own kernels (pages hold keys in the weights' layout), and sums the
 //! values straight from the pages: memory stays proportional to the block, and the work
 //! to the causal triangle. Queries meet keys in the cache's precision (bf16 queries and
-//! keys in bf16, as in a bf16 reference); scores, weights and sums are f32.
+//! keys in bf16, as in a bf16 reference; 8-bit queries, quantized like activations, with
+//! 8-bit keys); scores, weights and sums are f32.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::cache::{KvCache, KvPrecision, Rows, KEY_GROUP, PAGE};
 use crate::model::math::exp_normalizer;
+use crate::model::q8::{key_scores, QuantizedQueries};
 
 /// New positions per task: small enough that a short chunk still spreads over the cores
 /// (tasks = key/value heads x blocks), large enough that the cached keys of one head are
@@ -26,6 +28,8 @@ const POSITION_BLOCK: usize = 16;
 struct Shape {
     heads: usize,
     dim: usize,
+    /// Stored length of a key vector.
+    key_depth: usize,
     /// Query heads per key/value head.
     rep: usize,
     /// Positions cached before the new ones.
@@ -33,56 +37,143 @@ struct Shape {
     scale: f32,
 }
 
-/// A cached element type: f32, or bf16 bits.
+/// How a cached value is stored: f32, bf16 bits, or an 8-bit `q + 128` byte (whose
+/// vector's scale and offset the caller accounts for).
 trait Element: Copy + Send + Sync + 'static {
-    /// Whether the bits are bf16 (widened by a shift) rather than f32.
-    const BF16: bool;
-    /// The rows of a page, if they are of this type.
-    fn rows(rows: &Rows) -> Option<&[Self]>;
+    const KIND: Kind;
     fn widen(self) -> f32;
-    /// A query value in this precision (bf16 queries meet bf16 keys, as in a bf16
-    /// reference).
-    fn narrow(value: f32) -> Self;
-    /// Scores of query rows `x` (`depth` long) against the first `n` keys of one group of
-    /// a page: `out[r * ld + c]`.
-    fn scores(x: &[Self], depth: usize, group: &[Self], n: usize, out: &mut [f32], ld: usize);
+}
+
+#[derive(PartialEq, Eq)]
+enum Kind {
+    F32,
+    Bf16,
+    Q8,
 }
 
 impl Element for f32 {
-    const BF16: bool = false;
-    fn rows(rows: &Rows) -> Option<&[f32]> {
-        match rows {
-            Rows::F32(v) => Some(v),
-            Rows::Bf16(_) => None,
-        }
-    }
+    const KIND: Kind = Kind::F32;
     fn widen(self) -> f32 {
         self
-    }
-    fn narrow(value: f32) -> f32 {
-        value
-    }
-    fn scores(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
-        crate::model::f32::block(x, depth, group, n, out, ld);
     }
 }
 
 impl Element for u16 {
-    const BF16: bool = true;
-    fn rows(rows: &Rows) -> Option<&[u16]> {
-        match rows {
-            Rows::Bf16(v) => Some(v),
-            Rows::F32(_) => None,
-        }
-    }
+    const KIND: Kind = Kind::Bf16;
     fn widen(self) -> f32 {
         half::bf16::from_bits(self).to_f32()
     }
-    fn narrow(value: f32) -> u16 {
-        half::bf16::from_f32(value).to_bits()
+}
+
+/// An 8-bit entry's stored byte, `q + 128`: the weighted sum removes the offset.
+impl Element for u8 {
+    const KIND: Kind = Kind::Q8;
+    fn widen(self) -> f32 {
+        self as f32
     }
-    fn scores(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
-        crate::model::bf16::block(x, depth, group, n, out, ld);
+}
+
+/// One key/value head's part of a page: the page's keys and values, of which this head
+/// owns `PAGE` vectors each.
+struct HeadPage<'a> {
+    keys: &'a Rows,
+    values: &'a Rows,
+    head: usize,
+}
+
+/// A task's query rows in the form the cache's key kernel takes.
+enum Queries {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+    Q8(QuantizedQueries),
+}
+
+impl Queries {
+    fn new<'a>(
+        precision: KvPrecision,
+        rows: impl Iterator<Item = &'a [f32]>,
+        depth: usize,
+    ) -> Self {
+        match precision {
+            KvPrecision::F32 => Queries::F32(rows.flatten().copied().collect()),
+            KvPrecision::Bf16 => Queries::Bf16(
+                rows.flatten()
+                    .map(|&v| half::bf16::from_f32(v).to_bits())
+                    .collect(),
+            ),
+            KvPrecision::Q8 => Queries::Q8(QuantizedQueries::new(rows, depth)),
+        }
+    }
+}
+
+impl HeadPage<'_> {
+    /// Scores of the queries against the `n` keys of this page from slot `first` (a
+    /// multiple of 64): `out[r * ld + c]`.
+    fn scores(
+        &self,
+        queries: &Queries,
+        depth: usize,
+        first: usize,
+        n: usize,
+        out: &mut [f32],
+        ld: usize,
+    ) {
+        let span =
+            (self.head * PAGE + first) * depth..(self.head * PAGE + first + KEY_GROUP) * depth;
+        match (queries, self.keys) {
+            (Queries::F32(q), Rows::F32(k)) => {
+                crate::model::f32::block(q, depth, &k[span], n, out, ld)
+            }
+            (Queries::Bf16(q), Rows::Bf16(k)) => {
+                crate::model::bf16::block(q, depth, &k[span], n, out, ld)
+            }
+            (Queries::Q8(q), Rows::Q8 { data, scales }) => {
+                let vectors = self.head * PAGE + first;
+                key_scores(
+                    q,
+                    &data[span],
+                    &scales[vectors..vectors + KEY_GROUP],
+                    n,
+                    out,
+                    ld,
+                )
+            }
+            // `attend` checked that every page is in the cache's precision.
+            _ => unreachable!("a page in another precision than the cache"),
+        }
+    }
+
+    /// `out[i] += sum_j p[i][j] * value[j]` over this page's first `count` values.
+    fn weighted_sum(&self, p: [&[f32]; 4], live: usize, count: usize, dim: usize, out: &mut [f32]) {
+        let span = self.head * PAGE * dim..(self.head * PAGE + count) * dim;
+        match self.values {
+            Rows::F32(v) => weighted_sum(p, live, &v[span], out),
+            Rows::Bf16(v) => weighted_sum(p, live, &v[span], out),
+            Rows::Q8 { data, scales } => {
+                // Each weight times its value vector's scale, then the bytes as they are
+                // stored: `sum w (b - 128) = sum w b - 128 sum w`, so the offset costs one
+                // subtraction per output rather than one per byte.
+                let vectors = &scales[self.head * PAGE..][..count];
+                let scaled: Vec<Vec<f32>> = p[..live]
+                    .iter()
+                    .map(|row| row.iter().zip(vectors).map(|(w, s)| w * s).collect())
+                    .collect();
+                let p: [&[f32]; 4] = std::array::from_fn(|i| scaled[i.min(live - 1)].as_slice());
+                weighted_sum(p, live, &data[span], out);
+                for (row, weights) in out.chunks_exact_mut(dim).zip(&scaled) {
+                    let offset = 128.0 * weights.iter().sum::<f32>();
+                    row.iter_mut().for_each(|v| *v -= offset);
+                }
+            }
+        }
+    }
+}
+
+fn precision_of(rows: &Rows) -> KvPrecision {
+    match rows {
+        Rows::F32(_) => KvPrecision::F32,
+        Rows::Bf16(_) => KvPrecision::Bf16,
+        Rows::Q8 { .. } => KvPrecision::Q8,
     }
 }
 
@@ -98,24 +189,13 @@ pub fn attend_cached(
     (heads, first, len): (usize, usize, usize),
     scale: f32,
 ) -> Result<Vec<f32>> {
-    match cache.precision() {
-        KvPrecision::F32 => attend::<f32>(q, cache, layer, (heads, first, len), scale),
-        KvPrecision::Bf16 => attend::<u16>(q, cache, layer, (heads, first, len), scale),
-    }
-}
-
-fn attend<E: Element>(
-    q: &[f32],
-    cache: &KvCache,
-    layer: usize,
-    (heads, first, len): (usize, usize, usize),
-    scale: f32,
-) -> Result<Vec<f32>> {
     let dim = q.len() / (heads * len).max(1);
     let kv_heads = cache.kv_heads();
+    let precision = cache.precision();
     let shape = Shape {
         heads,
         dim,
+        key_depth: precision.key_depth(dim),
         rep: heads / kv_heads.max(1),
         offset: first,
         scale,
@@ -128,21 +208,28 @@ fn attend<E: Element>(
             "attention of layer {layer}: the cache does not hold the {len} new positions"
         )));
     }
-    // Per key/value head, its slice of every visible page.
-    let unexpected = || Error::Unsupported("a cache page in another precision".into());
-    let per_head: Vec<Vec<(&[E], &[E])>> = (0..kv_heads)
-        .map(|g| {
-            pages[..visible]
+    let pages = &pages[..visible];
+    if pages
+        .iter()
+        .any(|p| precision_of(&p.keys) != precision || precision_of(&p.values) != precision)
+    {
+        return Err(Error::Unsupported(
+            "a cache page in another precision".into(),
+        ));
+    }
+    // Per key/value head, its part of every visible page.
+    let per_head: Vec<Vec<HeadPage>> = (0..kv_heads)
+        .map(|head| {
+            pages
                 .iter()
-                .map(|page| {
-                    let keys = E::rows(&page.keys).ok_or_else(unexpected)?;
-                    let values = E::rows(&page.values).ok_or_else(unexpected)?;
-                    let span = g * PAGE * dim..(g + 1) * PAGE * dim;
-                    Ok((&keys[span.clone()], &values[span]))
+                .map(|page| HeadPage {
+                    keys: &page.keys,
+                    values: &page.values,
+                    head,
                 })
-                .collect::<Result<Vec<_>>>()
+                .collect()
         })
-        .collect::<Result<_>>()?;
+        .collect();
 
     let blocks = len.div_ceil(POSITION_BLOCK);
     let results: Vec<(usize, usize, Vec<f32>)> = (0..kv_heads * blocks)
@@ -151,7 +238,8 @@ fn attend<E: Element>(
             let (g, b) = (task / blocks, task % blocks);
             let i0 = b * POSITION_BLOCK;
             let i1 = (i0 + POSITION_BLOCK).min(len);
-            (g, i0, attend_block(&shape, q, g, i0..i1, &per_head[g]))
+            let block = attend_block(&shape, precision, q, g, i0..i1, &per_head[g]);
+            (g, i0, block)
         })
         .collect();
 
@@ -168,13 +256,14 @@ fn attend<E: Element>(
 
 /// One key/value head `g` and new positions `positions`: rows `(position, query head)`,
 /// each attending to the cached keys up to and including its own position. `pages` are
-/// the head's keys and values, `PAGE` positions each.
-fn attend_block<E: Element>(
+/// the head's parts of the pages, `PAGE` positions each.
+fn attend_block(
     s: &Shape,
+    precision: KvPrecision,
     q_all: &[f32],
     g: usize,
     positions: std::ops::Range<usize>,
-    pages: &[(&[E], &[E])],
+    pages: &[HeadPage],
 ) -> Vec<f32> {
     let (dim, rep) = (s.dim, s.rep);
     let rows = positions.len() * rep;
@@ -190,23 +279,26 @@ fn attend_block<E: Element>(
         pages
             .iter()
             .enumerate()
-            .map(|(p, &(k, v))| (p * PAGE, k, v))
-            .take_while(move |&(base, _, _)| base < seen)
-            .map(move |(base, k, v)| (base, (seen - base).min(PAGE), k, v))
+            .map(|(p, page)| (p * PAGE, page))
+            .take_while(move |&(base, _)| base < seen)
+            .map(move |(base, page)| (base, (seen - base).min(PAGE), page))
     };
 
     // 1. Scores of every row against the keys the last row may see (the others' extra
     //    keys are dropped below), one group of 64 keys at a time on the weight kernels.
-    let mut queries: Vec<E> = Vec::with_capacity(rows * dim);
-    for r in 0..rows {
-        queries.extend(query(r).iter().map(|&v| E::narrow(v)));
-    }
+    let queries = Queries::new(precision, (0..rows).map(query), s.key_depth);
     let mut scores = vec![0f32; rows * width];
-    for (base, count, keys, _) in spans(limit(rows - 1)) {
+    for (base, count, page) in spans(limit(rows - 1)) {
         for first in (0..count).step_by(KEY_GROUP) {
-            let group = &keys[first * dim..][..KEY_GROUP * dim];
             let n = (count - first).min(KEY_GROUP);
-            E::scores(&queries, dim, group, n, &mut scores[base + first..], width);
+            page.scores(
+                &queries,
+                s.key_depth,
+                first,
+                n,
+                &mut scores[base + first..],
+                width,
+            );
         }
     }
 
@@ -225,15 +317,10 @@ fn attend_block<E: Element>(
     let mut out = vec![0f32; rows * dim];
     for r0 in (0..rows).step_by(4) {
         let rr = (rows - r0).min(4);
-        for (base, count, _, values) in spans(limit(r0 + rr - 1)) {
+        for (base, count, page) in spans(limit(r0 + rr - 1)) {
             let p: [&[f32]; 4] =
                 std::array::from_fn(|i| &scores[(r0 + i.min(rr - 1)) * width + base..][..count]);
-            weighted_sum(
-                p,
-                rr,
-                &values[..count * dim],
-                &mut out[r0 * dim..(r0 + rr) * dim],
-            );
+            page.weighted_sum(p, rr, count, dim, &mut out[r0 * dim..(r0 + rr) * dim]);
         }
     }
     for (row, inv) in out.chunks_exact_mut(dim).zip(normalizers) {
@@ -274,17 +361,21 @@ fn weighted_sum<E: Element>(p: [&[f32]; 4], live: usize, values: &[E], out: &mut
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::Element;
+    use super::{Element, Kind};
 
     /// 16 cached values from `p`, widened to f32.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn load<E: Element>(p: *const E) -> __m512 {
-        if E::BF16 {
-            let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
-            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
-        } else {
-            _mm512_loadu_ps(p as *const f32)
+        match E::KIND {
+            Kind::F32 => _mm512_loadu_ps(p as *const f32),
+            Kind::Bf16 => {
+                let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
+            }
+            Kind::Q8 => {
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)))
+            }
         }
     }
 
@@ -363,8 +454,8 @@ mod tests {
             .collect()
     }
 
-    /// Softmax attention of every new row in f64, from the rows as the cache stores them.
-    #[allow(clippy::too_many_arguments)]
+    /// Softmax attention of every new row in f64, from the rows as the cache stores them
+    /// (and the queries as they meet the keys).
     fn reference(
         q: &[f32],
         keys: &[f32],
@@ -373,7 +464,6 @@ mod tests {
         offset: usize,
         len: usize,
         scale: f32,
-        round: impl Fn(f32) -> f32,
     ) -> Vec<f32> {
         let rep = heads / kv_heads;
         let mut out = vec![0f32; len * heads * dim];
@@ -385,11 +475,7 @@ mod tests {
                 let scores: Vec<f64> = (0..seen)
                     .map(|j| {
                         let k = &keys[(j * kv_heads + g) * dim..][..dim];
-                        let dot: f64 = qr
-                            .iter()
-                            .zip(k)
-                            .map(|(&a, &b)| round(a) as f64 * round(b) as f64)
-                            .sum();
+                        let dot: f64 = qr.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum();
                         dot * scale as f64
                     })
                     .collect();
@@ -398,7 +484,7 @@ mod tests {
                 let total: f64 = weights.iter().sum();
                 for d in 0..dim {
                     let sum: f64 = (0..seen)
-                        .map(|j| weights[j] * round(vals[(j * kv_heads + g) * dim + d]) as f64)
+                        .map(|j| weights[j] * vals[(j * kv_heads + g) * dim + d] as f64)
                         .sum();
                     out[(i * heads + h) * dim + d] = (sum / total) as f32;
                 }
@@ -407,14 +493,27 @@ mod tests {
         out
     }
 
+    /// `values` as `precision` stores them: each run of `block` values (one vector, or one
+    /// block of an 8-bit query) rounded on its own.
+    fn stored(precision: KvPrecision, values: &[f32], block: usize) -> Vec<f32> {
+        match precision {
+            KvPrecision::F32 => values.to_vec(),
+            KvPrecision::Bf16 => values.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
+            KvPrecision::Q8 => values
+                .chunks(block)
+                .flat_map(|run| {
+                    let max = run.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let step = if max > 0.0 { max / 127.0 } else { 1.0 };
+                    run.iter().map(move |v| (v / step).round() * step)
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn chunked_appends_over_pages_match_a_wide_reference() {
         let dim = 128;
-        let round_bf16 = |v: f32| bf16::from_f32(v).to_f32();
-        for (precision, round) in [
-            (KvPrecision::F32, (|v| v) as fn(f32) -> f32),
-            (KvPrecision::Bf16, round_bf16 as fn(f32) -> f32),
-        ] {
+        for precision in [KvPrecision::F32, KvPrecision::Bf16, KvPrecision::Q8] {
             for (heads, kv_heads) in [(4, 2), (8, 2)] {
                 let mut cache = KvCache::new(1, kv_heads, dim, precision);
                 let (mut all_keys, mut all_values) = (Vec::new(), Vec::new());
@@ -424,21 +523,20 @@ mod tests {
                     let q = values(step * 7 + 1, len * heads * dim);
                     let k = values(step * 7 + 2, len * kv_heads * dim);
                     let v = values(step * 7 + 3, len * kv_heads * dim);
-                    all_keys.extend_from_slice(&k);
-                    all_values.extend_from_slice(&v);
+                    all_keys.extend(stored(precision, &k, dim));
+                    all_values.extend(stored(precision, &v, dim));
                     cache.write(0, &k, &v, len);
                     let scale = 1.0 / (dim as f32).sqrt();
                     let ours = attend_cached(&q, &cache, 0, (heads, offset, len), scale).unwrap();
                     cache.advance(len);
                     let expected = reference(
-                        &q,
+                        &stored(precision, &q, 64),
                         &all_keys,
                         &all_values,
                         (heads, kv_heads, dim),
                         offset,
                         len,
                         scale,
-                        round,
                     );
                     for (a, b) in ours.iter().zip(&expected) {
                         assert!(
@@ -448,6 +546,32 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Key vectors shorter than the 8-bit kernel's block of 64 are padded in the page and
+    /// still meet their queries exactly as stored.
+    #[test]
+    fn short_eight_bit_keys_are_padded() {
+        let (dim, heads, kv_heads, len) = (16, 4, 2, 70);
+        let mut cache = KvCache::new(1, kv_heads, dim, KvPrecision::Q8);
+        let q = values(1, len * heads * dim);
+        let k = values(2, len * kv_heads * dim);
+        let v = values(3, len * kv_heads * dim);
+        cache.write(0, &k, &v, len);
+        let scale = 0.25;
+        let ours = attend_cached(&q, &cache, 0, (heads, 0, len), scale).unwrap();
+        let expected = reference(
+            &stored(KvPrecision::Q8, &q, dim),
+            &stored(KvPrecision::Q8, &k, dim),
+            &stored(KvPrecision::Q8, &v, dim),
+            (heads, kv_heads, dim),
+            0,
+            len,
+            scale,
+        );
+        for (a, b) in ours.iter().zip(&expected) {
+            assert!((a - b).abs() <= 2e-5, "{a} vs {b}");
         }
     }
 }

@@ -122,35 +122,102 @@ impl Q8Matrix {
 
 fn quantize(x: &[f32], m: usize, k: usize, depth: usize) -> QuantizedRows {
     let blocks = depth / BLOCK;
-    let mut data = vec![0i8; m * depth];
-    let mut scales = vec![0f32; m * blocks];
-    let mut offsets = vec![0f32; m];
-    // Rows in parallel: a prompt's activations are too many to quantize on one core.
-    data.par_chunks_mut(depth)
-        .zip(scales.par_chunks_mut(blocks.max(1)))
-        .zip(offsets.par_iter_mut())
-        .zip(x.par_chunks(k.max(1)))
-        .for_each(|(((data, scales), offset), row)| {
-            for b in 0..blocks {
-                let values = &row[(b * BLOCK).min(k)..((b + 1) * BLOCK).min(k)];
-                let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                let mut sum = 0i32;
-                for (i, &v) in values.iter().enumerate() {
-                    let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
-                    data[b * BLOCK + i] = q;
-                    sum += q as i32;
-                }
-                scales[b] = scale;
-                *offset += scale * sum as f32;
-            }
-        });
-    QuantizedRows {
-        data,
-        scales,
-        offsets,
+    let mut rows = QuantizedRows {
+        data: vec![0i8; m * depth],
+        scales: vec![0f32; m * blocks],
+        offsets: vec![0f32; m],
         blocks,
+    };
+    // Rows in parallel: a prompt's activations are too many to quantize on one core.
+    rows.data
+        .par_chunks_mut(depth)
+        .zip(rows.scales.par_chunks_mut(blocks.max(1)))
+        .zip(rows.offsets.par_iter_mut())
+        .zip(x.par_chunks(k.max(1)))
+        .for_each(|(((data, scales), offset), row)| quantize_row(row, data, scales, offset));
+    rows
+}
+
+/// Quantizes one row of `k` activations into `data` (`depth` long, zero past `k`), with
+/// the scale of each block of 64 and the row's offset correction.
+fn quantize_row(row: &[f32], data: &mut [i8], scales: &mut [f32], offset: &mut f32) {
+    let k = row.len();
+    for (b, scale) in scales.iter_mut().enumerate() {
+        let values = &row[(b * BLOCK).min(k)..((b + 1) * BLOCK).min(k)];
+        let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+        *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let mut sum = 0i32;
+        for (i, &v) in values.iter().enumerate() {
+            let q = (v / *scale).round().clamp(-127.0, 127.0) as i8;
+            data[b * BLOCK + i] = q;
+            sum += q as i32;
+        }
+        *offset += *scale * sum as f32;
     }
+}
+
+/// Query rows quantized for [`key_scores`]: each of `dim` values, padded to `depth` (a
+/// multiple of 64), with a scale per block of 64 as activations have.
+pub(crate) struct QuantizedQueries(QuantizedRows);
+
+impl QuantizedQueries {
+    /// Quantizes the rows of `x` (`dim` values each), one after another on this thread
+    /// (attention quantizes a few rows per task).
+    pub(crate) fn new(rows: impl Iterator<Item = impl AsRef<[f32]>>, depth: usize) -> Self {
+        let blocks = depth / BLOCK;
+        let mut q = QuantizedRows {
+            data: Vec::new(),
+            scales: Vec::new(),
+            offsets: Vec::new(),
+            blocks,
+        };
+        for row in rows {
+            let (data, scales) = (q.data.len(), q.scales.len());
+            q.data.resize(data + depth, 0);
+            q.scales.resize(scales + blocks, 0.0);
+            let mut offset = 0.0;
+            quantize_row(
+                row.as_ref(),
+                &mut q.data[data..],
+                &mut q.scales[scales..],
+                &mut offset,
+            );
+            q.offsets.push(offset);
+        }
+        QuantizedQueries(q)
+    }
+}
+
+/// Scores of every query row against the first `n` of 64 keys stored like a group of
+/// 8-bit weight rows (`keys`: `q + 128` bytes in the 4-feature panel layout, vectors
+/// `depth` long; `scales`: one per key): `out[r * ld + c]`.
+pub(crate) fn key_scores(
+    queries: &QuantizedQueries,
+    keys: &[u8],
+    scales: &[f32],
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let q = &queries.0;
+    let rows = QuantizedView {
+        data: &q.data,
+        scales: &q.scales,
+        offsets: &q.offsets,
+        blocks: q.blocks,
+    };
+    let depth = q.blocks * BLOCK;
+    block(
+        &rows,
+        &GroupView {
+            data: keys,
+            scales,
+            depth,
+        },
+        n,
+        out,
+        ld,
+    );
 }
 
 /// Some rows of [`QuantizedRows`].
@@ -190,9 +257,9 @@ fn portable_block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], l
             let mut total = 0f32;
             for b in 0..x.blocks {
                 let mut sum = 0i32;
-                for k in b * BLOCK..(b + 1) * BLOCK {
+                for (k, &x) in xr.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
                     let weight = w.data[(k / 4) * 4 * GROUP + c * 4 + k % 4];
-                    sum += xr[k] as i32 * weight as i32;
+                    sum += x as i32 * weight as i32;
                 }
                 total += x.scales[r * x.blocks + b] * sum as f32;
             }

@@ -37,6 +37,7 @@ impl PromptTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let full = Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+        crate::device::release_freed_memory();
         let mut markers: Vec<(String, u32)> = full
             .get_added_tokens_decoder()
             .into_iter()

@@ -86,6 +86,8 @@ impl Debouncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // One-letter names keep the sequences below readable as timelines.
+    #[allow(clippy::unsafe_removed_from_name)]
     use Severity::{Controversial as C, Safe as S, Unsafe as U};
 
     fn run(levels: &[Severity]) -> Debouncer {

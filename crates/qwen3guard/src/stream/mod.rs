@@ -74,10 +74,12 @@ impl StreamGuard {
             }
         };
         let cfg = &config.backbone;
+        // The tokenizer first: the memory its parse frees is released before the
+        // weights take theirs (see `release_freed_memory`).
+        let prompter = checkpoint.prompter()?;
         let weights = checkpoint.weights(options)?;
         let backbone = Backbone::new(cfg, &weights)?;
         let heads = GuardHeads::new(cfg, &labels, &weights)?;
-        let prompter = checkpoint.prompter()?;
         let tok = prompter.tokenizer();
         let marker = |m: &str| {
             tok.marker_id(m)
