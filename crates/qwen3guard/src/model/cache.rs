@@ -12,17 +12,24 @@
 //! bytes that attention reads for every new token), and in 8 bits for 8-bit models (a
 //! quarter: with 8-bit weights a long session's cache is otherwise as large as the model
 //! and as slow to read). 8-bit entries are quantized per vector (one head's key or value
-//! at one position, symmetric, one f32 scale each) and stored as `q + 128`, like the 8-bit
-//! weights. Within a page, each head's values are rows `(PAGE, head_dim)`, and its keys
-//! are two groups of 64 positions in the weights' [`Panels`](crate::model::Panels) layout
-//! (each feature, pair or quad of features of 64 positions side by side), so that
-//! query-key scores run on the same broadcast kernels as the weight products.
+//! at one position, symmetric, one f32 scale each); keys are stored as `q + 128`, like the
+//! 8-bit weights (the unsigned operand of the byte product, against signed queries), and
+//! values as signed bytes.
+//!
+//! Both halves are laid out as weight [`Panels`](crate::model::Panels) (runs of 1, 2 or 4
+//! features of 64 rows side by side, as the precision's kernel reads them), so that both
+//! products of attention run on the weight products' kernels: a head's keys are two
+//! panels whose rows are the page's positions and whose features are the key's (query-key
+//! scores), its values are panels whose rows are 64 of the value's features and whose
+//! features are the page's positions (the weighted sum of values). 8-bit values are plain
+//! rows instead: their weighted sum keeps the attention weights in f32.
 
 use std::sync::Arc;
 
 use half::bf16;
 
 use crate::model::panels::GROUP;
+use crate::model::q8::quantize_run;
 
 /// Positions per page.
 pub const PAGE: usize = 128;
@@ -39,12 +46,30 @@ pub enum KvPrecision {
 }
 
 impl KvPrecision {
+    /// Features per run in the panels: what one step of the matching kernel reads.
+    fn pack(self) -> usize {
+        match self {
+            KvPrecision::F32 => 1,
+            KvPrecision::Bf16 => 2,
+            KvPrecision::Q8 => 4,
+        }
+    }
+
     /// The stored length of a key vector of `dim` features: the 8-bit kernel sums blocks
     /// of 64 features, so 8-bit keys are padded (with zeros) to whole blocks.
     pub fn key_depth(self, dim: usize) -> usize {
         match self {
             KvPrecision::Q8 => dim.div_ceil(64) * 64,
             _ => dim,
+        }
+    }
+
+    /// The stored length of a value vector of `dim` features: f32 and bf16 values are
+    /// panels of 64 features, so they are padded to whole panels; 8-bit values are rows.
+    pub fn value_depth(self, dim: usize) -> usize {
+        match self {
+            KvPrecision::Q8 => dim,
+            _ => dim.div_ceil(GROUP) * GROUP,
         }
     }
 }
@@ -56,8 +81,8 @@ pub enum Rows {
     F32(Vec<f32>),
     /// bf16 bits.
     Bf16(Vec<u16>),
-    /// 8-bit values stored as `q + 128`, and the scale of each vector (`head * PAGE + slot`):
-    /// an entry is `(byte - 128) * scale`.
+    /// 8-bit values (keys as `q + 128`, values as signed bytes), and the scale of each
+    /// vector (`head * PAGE + slot`): an entry is `q * scale`.
     Q8 {
         /// The bytes.
         data: Vec<u8>,
@@ -74,46 +99,29 @@ impl Rows {
             KvPrecision::F32 => Rows::F32(vec![0.0; len]),
             KvPrecision::Bf16 => Rows::Bf16(vec![0; len]),
             KvPrecision::Q8 => Rows::Q8 {
-                data: vec![128; len],
+                data: vec![0; len],
                 scales: vec![0.0; vectors],
             },
         }
     }
 
-    /// Writes the vector `values` as vector `vector` of rows `values.len()` wide.
-    fn write(&mut self, vector: usize, values: &[f32]) {
-        let at = vector * values.len();
-        match self {
-            Rows::F32(rows) => rows[at..at + values.len()].copy_from_slice(values),
-            Rows::Bf16(rows) => {
-                for (d, &v) in rows[at..at + values.len()].iter_mut().zip(values) {
-                    *d = bf16::from_f32(v).to_bits();
-                }
-            }
-            Rows::Q8 { data, scales } => {
-                let scale = quantize(values, |d, q| data[at + d] = q);
-                scales[vector] = scale;
-            }
-        }
-    }
-
-    /// Writes the key `values` of head `head` at `slot` in the grouped layout, whose
-    /// vectors are `depth` long.
-    fn write_key(&mut self, head: usize, slot: usize, values: &[f32], depth: usize) {
+    /// Writes vector `vector` (one head at one slot): element `d` of `values` goes to
+    /// `index(d)`, rounded or quantized to the rows' precision (8-bit keys as `q + 128`).
+    fn write(&mut self, vector: usize, values: &[f32], index: impl Fn(usize) -> usize, key: bool) {
         match self {
             Rows::F32(rows) => {
                 for (d, &v) in values.iter().enumerate() {
-                    rows[key_index(head, slot, d, depth, 1)] = v;
+                    rows[index(d)] = v;
                 }
             }
             Rows::Bf16(rows) => {
                 for (d, &v) in values.iter().enumerate() {
-                    rows[key_index(head, slot, d, depth, 2)] = bf16::from_f32(v).to_bits();
+                    rows[index(d)] = bf16::from_f32(v).to_bits();
                 }
             }
             Rows::Q8 { data, scales } => {
-                let scale = quantize(values, |d, q| data[key_index(head, slot, d, depth, 4)] = q);
-                scales[head * PAGE + slot] = scale;
+                let bias = if key { 128 } else { 0 };
+                scales[vector] = quantize(values, |d, q| data[index(d)] = (q + bias) as u8);
             }
         }
     }
@@ -127,14 +135,21 @@ impl Rows {
     }
 }
 
-/// Quantizes one vector symmetrically to 8 bits, passing each `(index, q + 128)` to
-/// `store`; returns the scale.
-fn quantize(values: &[f32], mut store: impl FnMut(usize, u8)) -> f32 {
-    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-    for (d, &v) in values.iter().enumerate() {
-        let q = (v / scale).round().clamp(-127.0, 127.0) as i32;
-        store(d, (q + 128) as u8);
+/// Quantizes one vector symmetrically to 8 bits, passing each `(index, q)` to `store`;
+/// returns the scale.
+fn quantize(values: &[f32], mut store: impl FnMut(usize, i32)) -> f32 {
+    // A head's vector (128 values in Qwen3) fits the stack buffer.
+    let mut stack = [0i8; 256];
+    let mut heap = Vec::new();
+    let buffer = if values.len() <= stack.len() {
+        &mut stack[..values.len()]
+    } else {
+        heap.resize(values.len(), 0);
+        &mut heap[..]
+    };
+    let (scale, _) = quantize_run(values, buffer);
+    for (d, &q) in buffer.iter().enumerate() {
+        store(d, q as i32);
     }
     scale
 }
@@ -142,23 +157,38 @@ fn quantize(values: &[f32], mut store: impl FnMut(usize, u8)) -> f32 {
 /// Positions per key group: the weights' panel group, one register tile of scores.
 pub const KEY_GROUP: usize = GROUP;
 
-/// Where feature `d` of the key of `head` at `slot` lives in a page whose key vectors are
-/// `depth` long: head-major, then the group of 64 slots, then runs of `pack` features with
-/// the group's 64 slots side by side.
+/// Where feature `feature` of row `row` lives in panels of rows `depth` features long
+/// (whole groups of 64 rows, then runs of `pack` features with the group's 64 rows side by
+/// side), as [`Panels`](crate::model::Panels) stores weights.
+fn panel_index(row: usize, feature: usize, depth: usize, pack: usize) -> usize {
+    (row / GROUP) * GROUP * depth
+        + (feature / pack) * pack * GROUP
+        + (row % GROUP) * pack
+        + feature % pack
+}
+
+/// Where feature `d` of the key of `head` at `slot` lives in a page of key vectors
+/// `depth` long: the head's two panels, whose rows are the slots.
 fn key_index(head: usize, slot: usize, d: usize, depth: usize, pack: usize) -> usize {
-    head * PAGE * depth
-        + (slot / KEY_GROUP) * KEY_GROUP * depth
-        + (d / pack) * pack * KEY_GROUP
-        + (slot % KEY_GROUP) * pack
-        + d % pack
+    head * PAGE * depth + panel_index(slot, d, depth, pack)
+}
+
+/// Where feature `d` of the value of `head` at `slot` lives in a page of value vectors
+/// `depth` long: the head's panels, whose rows are the features and whose depth is the
+/// page's slots; for 8 bits, rows `(PAGE, depth)` (their weighted sum takes f32 weights).
+fn value_index(head: usize, slot: usize, d: usize, depth: usize, precision: KvPrecision) -> usize {
+    match precision {
+        KvPrecision::Q8 => (head * PAGE + slot) * depth + d,
+        _ => head * PAGE * depth + panel_index(d, slot, PAGE, precision.pack()),
+    }
 }
 
 /// One layer's keys and values for `PAGE` consecutive positions.
 #[derive(Debug, Clone)]
 pub struct Page {
-    /// Keys, per head two groups of 64 positions in the panel layout.
+    /// Keys: per head, panels of 64 positions by the key's features.
     pub keys: Rows,
-    /// Values, `(kv_heads, PAGE, head_dim)`.
+    /// Values: per head, panels of 64 of the value's features by the page's positions.
     pub values: Rows,
 }
 
@@ -249,9 +279,8 @@ impl KvCache {
     /// ones; `keys` and `values` are rows `(count, kv_heads * head_dim)`.
     pub(crate) fn write(&mut self, layer: usize, keys: &[f32], values: &[f32], count: usize) {
         let (heads, dim, precision) = (self.kv_heads, self.head_dim, self.precision);
-        let key_depth = precision.key_depth(dim);
-        debug_assert_eq!(keys.len(), heads * count * dim);
-        debug_assert_eq!(values.len(), keys.len());
+        let (key_depth, value_depth) = (precision.key_depth(dim), precision.value_depth(dim));
+        let pack = precision.pack();
         let pages = &mut self.layers[layer];
         for i in 0..count {
             let position = self.len + i;
@@ -259,17 +288,23 @@ impl KvCache {
             while pages.len() <= index {
                 pages.push(Arc::new(Page {
                     keys: Rows::zeros(precision, heads * PAGE, key_depth),
-                    values: Rows::zeros(precision, heads * PAGE, dim),
+                    values: Rows::zeros(precision, heads * PAGE, value_depth),
                 }));
             }
             // Copy-on-write: a page shared with a fork is duplicated before the write.
             let page = Arc::make_mut(&mut pages[index]);
             for h in 0..heads {
                 let from = (i * heads + h) * dim;
-                page.keys
-                    .write_key(h, slot, &keys[from..from + dim], key_depth);
-                page.values
-                    .write(h * PAGE + slot, &values[from..from + dim]);
+                let vector = h * PAGE + slot;
+                let (key, value) = (&keys[from..from + dim], &values[from..from + dim]);
+                page.keys.write(
+                    vector,
+                    key,
+                    |d| key_index(h, slot, d, key_depth, pack),
+                    true,
+                );
+                let at = |d| value_index(h, slot, d, value_depth, precision);
+                page.values.write(vector, value, at, false);
             }
         }
     }
@@ -292,23 +327,27 @@ mod tests {
         position: usize,
     ) -> (Vec<f32>, Vec<f32>) {
         let page = &cache.pages(layer)[position / PAGE];
-        let (dim, slot) = (cache.head_dim, position % PAGE);
-        let depth = cache.precision.key_depth(dim);
-        let at = |d, pack| key_index(head, slot, d, depth, pack);
-        let value_at = (head * PAGE + slot) * dim;
+        let (dim, slot, precision) = (cache.head_dim, position % PAGE, cache.precision);
+        let pack = precision.pack();
+        let (key_depth, value_depth) = (precision.key_depth(dim), precision.value_depth(dim));
         let vector = head * PAGE + slot;
-        let widen = |b: u16| bf16::from_bits(b).to_f32();
-        let dequantize = |q: u8, scale: f32| (q as i32 - 128) as f32 * scale;
-        let keys = (0..dim).map(|d| match &page.keys {
-            Rows::F32(k) => k[at(d, 1)],
-            Rows::Bf16(k) => widen(k[at(d, 2)]),
-            Rows::Q8 { data, scales } => dequantize(data[at(d, 4)], scales[vector]),
-        });
-        let values = (0..dim).map(|d| match &page.values {
-            Rows::F32(v) => v[value_at + d],
-            Rows::Bf16(v) => widen(v[value_at + d]),
-            Rows::Q8 { data, scales } => dequantize(data[value_at + d], scales[vector]),
-        });
+        // 8-bit keys are stored as `q + 128`, values as signed bytes.
+        let read = |rows: &Rows, at: usize, bias: i32| match rows {
+            Rows::F32(v) => v[at],
+            Rows::Bf16(v) => bf16::from_bits(v[at]).to_f32(),
+            Rows::Q8 { data, scales } => {
+                let q = if bias == 0 {
+                    data[at] as i8 as i32
+                } else {
+                    data[at] as i32 - bias
+                };
+                q as f32 * scales[vector]
+            }
+        };
+        let key_at = |d| key_index(head, slot, d, key_depth, pack);
+        let value_at = |d| value_index(head, slot, d, value_depth, precision);
+        let keys = (0..dim).map(|d| read(&page.keys, key_at(d), 128));
+        let values = (0..dim).map(|d| read(&page.values, value_at(d), 0));
         (keys.collect(), values.collect())
     }
 

@@ -5,19 +5,25 @@
 //! cached keys again on every call, so that one appended token costs two reads of the
 //! cache and a 2,048-token prompt holds gigabytes of scores. Here each task takes one
 //! key/value head and a block of up to 16 new positions (with the query heads that share
-//! that key/value head), scores the keys those positions may see page by page, with the
-//! weight products' own kernels (pages hold keys in the weights' layout), and sums the
-//! values straight from the pages: memory stays proportional to the block, and the work
-//! to the causal triangle. Queries meet keys in the cache's precision (bf16 queries and
-//! keys in bf16, as in a bf16 reference; 8-bit queries, quantized like activations, with
-//! 8-bit keys); scores, weights and sums are f32.
+//! that key/value head), and runs both products page by page on the weight products' own
+//! kernels, since pages hold keys and values as weight panels: the scores of the keys
+//! those positions may see, then the sums of the values weighted by the softmax
+//! numerators. Memory stays proportional to the block, and the work to the causal
+//! triangle. Both products take their left operand in the cache's precision, as a
+//! reference in that precision does: f32, bf16 (queries and attention weights rounded, as
+//! a bf16 reference's products take them), or 8 bits (queries and weights quantized per
+//! block of 64 like activations, each weight first multiplied by its value vector's
+//! scale). Scores, the softmax and the sums are f32.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::cache::{KvCache, KvPrecision, Rows, KEY_GROUP, PAGE};
 use crate::model::math::exp_normalizer;
-use crate::model::q8::{key_scores, QuantizedQueries};
+use crate::model::panels::GROUP;
+use crate::model::q8::{group_product, weighted_bytes, QuantizedQueries};
 
 /// New positions per task: small enough that a short chunk still spreads over the cores
 /// (tasks = key/value heads x blocks), large enough that the cached keys of one head are
@@ -28,49 +34,14 @@ const POSITION_BLOCK: usize = 16;
 struct Shape {
     heads: usize,
     dim: usize,
-    /// Stored length of a key vector.
+    /// Stored lengths of a key and a value vector.
     key_depth: usize,
+    value_depth: usize,
     /// Query heads per key/value head.
     rep: usize,
     /// Positions cached before the new ones.
     offset: usize,
     scale: f32,
-}
-
-/// How a cached value is stored: f32, bf16 bits, or an 8-bit `q + 128` byte (whose
-/// vector's scale and offset the caller accounts for).
-trait Element: Copy + Send + Sync + 'static {
-    const KIND: Kind;
-    fn widen(self) -> f32;
-}
-
-#[derive(PartialEq, Eq)]
-enum Kind {
-    F32,
-    Bf16,
-    Q8,
-}
-
-impl Element for f32 {
-    const KIND: Kind = Kind::F32;
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-impl Element for u16 {
-    const KIND: Kind = Kind::Bf16;
-    fn widen(self) -> f32 {
-        half::bf16::from_bits(self).to_f32()
-    }
-}
-
-/// An 8-bit entry's stored byte, `q + 128`: the weighted sum removes the offset.
-impl Element for u8 {
-    const KIND: Kind = Kind::Q8;
-    fn widen(self) -> f32 {
-        self as f32
-    }
 }
 
 /// One key/value head's part of a page: the page's keys and values, of which this head
@@ -81,88 +52,129 @@ struct HeadPage<'a> {
     head: usize,
 }
 
-/// A task's query rows in the form the cache's key kernel takes.
-enum Queries {
+/// Left operand rows of a product in the form the cache precision's kernel takes, each
+/// padded with zeros to the product's depth.
+enum Operand {
     F32(Vec<f32>),
     Bf16(Vec<u16>),
     Q8(QuantizedQueries),
 }
 
-impl Queries {
+impl Operand {
     fn new<'a>(
         precision: KvPrecision,
         rows: impl Iterator<Item = &'a [f32]>,
         depth: usize,
     ) -> Self {
+        let padded = |rows: &mut dyn Iterator<Item = &'a [f32]>| {
+            let mut out = Vec::new();
+            for row in rows {
+                out.extend_from_slice(row);
+                out.resize(out.len() + depth - row.len(), 0.0);
+            }
+            out
+        };
         match precision {
-            KvPrecision::F32 => Queries::F32(rows.flatten().copied().collect()),
-            KvPrecision::Bf16 => Queries::Bf16(
-                rows.flatten()
-                    .map(|&v| half::bf16::from_f32(v).to_bits())
+            KvPrecision::F32 => Operand::F32(padded(&mut { rows })),
+            KvPrecision::Bf16 => Operand::Bf16(
+                padded(&mut { rows })
+                    .into_iter()
+                    .map(|v| half::bf16::from_f32(v).to_bits())
                     .collect(),
             ),
-            KvPrecision::Q8 => Queries::Q8(QuantizedQueries::new(rows, depth)),
+            KvPrecision::Q8 => Operand::Q8(QuantizedQueries::new(rows, depth)),
+        }
+    }
+
+    /// `out[r * ld + c]` for every row of `self` against the first `n` rows of the panel
+    /// group `span` of `rows` (rows `depth` long; 8-bit rows scaled by `scales`).
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        rows: &Rows,
+        span: Range<usize>,
+        depth: usize,
+        scales: &[f32],
+        n: usize,
+        out: &mut [f32],
+        ld: usize,
+    ) {
+        match (self, rows) {
+            (Operand::F32(x), Rows::F32(w)) => {
+                crate::model::f32::block(x, depth, &w[span], n, out, ld)
+            }
+            (Operand::Bf16(x), Rows::Bf16(w)) => {
+                crate::model::bf16::block(x, depth, &w[span], n, out, ld)
+            }
+            (Operand::Q8(x), Rows::Q8 { data, .. }) => {
+                group_product(x, &data[span], scales, n, out, ld)
+            }
+            // `attend_cached` checked that every page is in the cache's precision.
+            _ => unreachable!("a page in another precision than the cache"),
         }
     }
 }
 
 impl HeadPage<'_> {
     /// Scores of the queries against the `n` keys of this page from slot `first` (a
-    /// multiple of 64): `out[r * ld + c]`.
+    /// multiple of 64), keys `depth` long: `out[r * ld + c]`.
     fn scores(
         &self,
-        queries: &Queries,
+        queries: &Operand,
         depth: usize,
         first: usize,
         n: usize,
         out: &mut [f32],
         ld: usize,
     ) {
-        let span =
-            (self.head * PAGE + first) * depth..(self.head * PAGE + first + KEY_GROUP) * depth;
-        match (queries, self.keys) {
-            (Queries::F32(q), Rows::F32(k)) => {
-                crate::model::f32::block(q, depth, &k[span], n, out, ld)
-            }
-            (Queries::Bf16(q), Rows::Bf16(k)) => {
-                crate::model::bf16::block(q, depth, &k[span], n, out, ld)
-            }
-            (Queries::Q8(q), Rows::Q8 { data, scales }) => {
-                let vectors = self.head * PAGE + first;
-                key_scores(
-                    q,
-                    &data[span],
-                    &scales[vectors..vectors + KEY_GROUP],
-                    n,
-                    out,
-                    ld,
-                )
-            }
-            // `attend` checked that every page is in the cache's precision.
-            _ => unreachable!("a page in another precision than the cache"),
-        }
+        let vector = self.head * PAGE + first;
+        let span = vector * depth..(vector + KEY_GROUP) * depth;
+        let scales = match self.keys {
+            Rows::Q8 { scales, .. } => &scales[vector..vector + KEY_GROUP],
+            _ => &[],
+        };
+        queries.product(self.keys, span, depth, scales, n, out, ld);
     }
 
-    /// `out[i] += sum_j p[i][j] * value[j]` over this page's first `count` values.
-    fn weighted_sum(&self, p: [&[f32]; 4], live: usize, count: usize, dim: usize, out: &mut [f32]) {
-        let span = self.head * PAGE * dim..(self.head * PAGE + count) * dim;
-        match self.values {
-            Rows::F32(v) => weighted_sum(p, live, &v[span], out),
-            Rows::Bf16(v) => weighted_sum(p, live, &v[span], out),
-            Rows::Q8 { data, scales } => {
-                // Each weight times its value vector's scale, then the bytes as they are
-                // stored: `sum w (b - 128) = sum w b - 128 sum w`, so the offset costs one
-                // subtraction per output rather than one per byte.
-                let vectors = &scales[self.head * PAGE..][..count];
-                let scaled: Vec<Vec<f32>> = p[..live]
-                    .iter()
-                    .map(|row| row.iter().zip(vectors).map(|(w, s)| w * s).collect())
-                    .collect();
-                let p: [&[f32]; 4] = std::array::from_fn(|i| scaled[i.min(live - 1)].as_slice());
-                weighted_sum(p, live, &data[span], out);
-                for (row, weights) in out.chunks_exact_mut(dim).zip(&scaled) {
-                    let offset = 128.0 * weights.iter().sum::<f32>();
-                    row.iter_mut().for_each(|v| *v -= offset);
+    /// Adds to `out` (rows `dim` wide) this page's values weighted by `p` (rows of
+    /// weights for its first `count` positions); `part` is scratch space.
+    fn add_values(
+        &self,
+        s: &Shape,
+        precision: KvPrecision,
+        p: &[&[f32]],
+        count: usize,
+        part: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let (dim, value_depth) = (s.dim, s.value_depth);
+        if let Rows::Q8 { data, scales } = self.values {
+            // Each weight times its value vector's scale, over the signed bytes. The
+            // weights stay f32: quantizing them too costs accuracy (they are what the
+            // whole context's information passes through) for little speed.
+            let vectors = &scales[self.head * PAGE..][..count];
+            let weights: Vec<f32> = p
+                .iter()
+                .flat_map(|row| row.iter().zip(vectors).map(|(w, s)| w * s))
+                .collect();
+            let bytes = &data[self.head * PAGE * value_depth..][..count * value_depth];
+            weighted_bytes(&weights, count, bytes, dim, out);
+            return;
+        }
+        // bf16 products take features in pairs.
+        let depth = match precision {
+            KvPrecision::F32 => count,
+            _ => count.div_ceil(2) * 2,
+        };
+        let weights = Operand::new(precision, p.iter().copied(), depth);
+        for first in (0..dim).step_by(GROUP) {
+            let n = (dim - first).min(GROUP);
+            let start = self.head * PAGE * value_depth + first * PAGE;
+            let span = start..start + GROUP * depth;
+            weights.product(self.values, span, depth, &[], n, part, GROUP);
+            for (o, sum) in out.chunks_exact_mut(dim).zip(part.chunks_exact(GROUP)) {
+                for (a, b) in o[first..first + n].iter_mut().zip(sum) {
+                    *a += b;
                 }
             }
         }
@@ -196,6 +208,7 @@ pub fn attend_cached(
         heads,
         dim,
         key_depth: precision.key_depth(dim),
+        value_depth: precision.value_depth(dim),
         rep: heads / kv_heads.max(1),
         offset: first,
         scale,
@@ -286,7 +299,7 @@ fn attend_block(
 
     // 1. Scores of every row against the keys the last row may see (the others' extra
     //    keys are dropped below), one group of 64 keys at a time on the weight kernels.
-    let queries = Queries::new(precision, (0..rows).map(query), s.key_depth);
+    let queries = Operand::new(precision, (0..rows).map(query), s.key_depth);
     let mut scores = vec![0f32; rows * width];
     for (base, count, page) in spans(limit(rows - 1)) {
         for first in (0..count).step_by(KEY_GROUP) {
@@ -313,133 +326,19 @@ fn attend_block(
         })
         .collect();
 
-    // 3. Weighted sums of the values, 4 rows at a time, page by page, then normalised.
+    // 3. Sums of the values weighted by the numerators, page by page, then normalised.
     let mut out = vec![0f32; rows * dim];
-    for r0 in (0..rows).step_by(4) {
-        let rr = (rows - r0).min(4);
-        for (base, count, page) in spans(limit(r0 + rr - 1)) {
-            let p: [&[f32]; 4] =
-                std::array::from_fn(|i| &scores[(r0 + i.min(rr - 1)) * width + base..][..count]);
-            page.weighted_sum(p, rr, count, dim, &mut out[r0 * dim..(r0 + rr) * dim]);
-        }
+    let mut part = vec![0f32; rows * GROUP];
+    for (base, count, page) in spans(limit(rows - 1)) {
+        let p: Vec<&[f32]> = (0..rows)
+            .map(|r| &scores[r * width + base..][..count])
+            .collect();
+        page.add_values(s, precision, &p, count, &mut part, &mut out);
     }
     for (row, inv) in out.chunks_exact_mut(dim).zip(normalizers) {
         row.iter_mut().for_each(|v| *v *= inv);
     }
     out
-}
-
-/// `out[i] += sum_j p[i][j] * values[j]` for the first `live` rows of `p` (`out` holds
-/// `live` rows of the values' width; `p` rows all have one length, the values' count).
-fn weighted_sum<E: Element>(p: [&[f32]; 4], live: usize, values: &[E], out: &mut [f32]) {
-    let dim = out.len() / live;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && dim.is_multiple_of(16) {
-            // SAFETY: feature detected at run time; lengths are checked inside.
-            unsafe {
-                match live {
-                    1 => avx512::weighted_sum::<E, 1>(p, values, out, dim),
-                    2 => avx512::weighted_sum::<E, 2>(p, values, out, dim),
-                    3 => avx512::weighted_sum::<E, 3>(p, values, out, dim),
-                    _ => avx512::weighted_sum::<E, 4>(p, values, out, dim),
-                }
-            }
-            return;
-        }
-    }
-    for (i, o) in out.chunks_exact_mut(dim).enumerate() {
-        for (&w, v) in p[i].iter().zip(values.chunks_exact(dim)) {
-            for (a, &b) in o.iter_mut().zip(v) {
-                *a += w * b.widen();
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{Element, Kind};
-
-    /// 16 cached values from `p`, widened to f32.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn load<E: Element>(p: *const E) -> __m512 {
-        match E::KIND {
-            Kind::F32 => _mm512_loadu_ps(p as *const f32),
-            Kind::Bf16 => {
-                let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
-                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
-            }
-            Kind::Q8 => {
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)))
-            }
-        }
-    }
-
-    /// `R` rows of weights against the value rows, 64 (then 16) columns at a time: the
-    /// accumulators stay in registers for the whole pass over the values.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_sum<E: Element, const R: usize>(
-        p: [&[f32]; 4],
-        values: &[E],
-        out: &mut [f32],
-        dim: usize,
-    ) {
-        let count = p[0].len();
-        assert!(values.len() >= count * dim && out.len() >= R * dim && dim.is_multiple_of(16));
-        assert!(p.iter().all(|row| row.len() == count));
-        let mut c0 = 0;
-        if R <= 2 {
-            // Few rows (decoding): the whole width fits in registers, so each value row
-            // is read once, in order, instead of once per 64 columns.
-            while c0 + 128 <= dim {
-                columns::<E, R, 8>(p, count, values, out, dim, c0);
-                c0 += 128;
-            }
-        }
-        while c0 + 64 <= dim {
-            columns::<E, R, 4>(p, count, values, out, dim, c0);
-            c0 += 64;
-        }
-        while c0 < dim {
-            columns::<E, R, 1>(p, count, values, out, dim, c0);
-            c0 += 16;
-        }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn columns<E: Element, const R: usize, const Z: usize>(
-        p: [&[f32]; 4],
-        count: usize,
-        values: &[E],
-        out: &mut [f32],
-        dim: usize,
-        c0: usize,
-    ) {
-        let op = out.as_mut_ptr().add(c0);
-        let mut acc: [[__m512; Z]; R] = std::array::from_fn(|i| {
-            std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z)))
-        });
-        let vp = values.as_ptr().add(c0);
-        for j in 0..count {
-            let v: [__m512; Z] = std::array::from_fn(|z| load(vp.add(j * dim + 16 * z)));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(*p[i].get_unchecked(j));
-                for (a, &vz) in row.iter_mut().zip(&v) {
-                    *a = _mm512_fmadd_ps(w, vz, *a);
-                }
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (z, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(op.add(i * dim + 16 * z), *a);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -455,7 +354,9 @@ mod tests {
     }
 
     /// Softmax attention of every new row in f64, from the rows as the cache stores them
-    /// (and the queries as they meet the keys).
+    /// (and the queries as they meet the keys); `weighted(weights, g)` gives the weights
+    /// of key/value head `g`'s values as the value product takes them.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         q: &[f32],
         keys: &[f32],
@@ -464,6 +365,7 @@ mod tests {
         offset: usize,
         len: usize,
         scale: f32,
+        weighted: impl Fn(&[f64], usize) -> Vec<f64>,
     ) -> Vec<f32> {
         let rep = heads / kv_heads;
         let mut out = vec![0f32; len * heads * dim];
@@ -482,6 +384,7 @@ mod tests {
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f64 = weights.iter().sum();
+                let weights = weighted(&weights, g);
                 for d in 0..dim {
                     let sum: f64 = (0..seen)
                         .map(|j| weights[j] * vals[(j * kv_heads + g) * dim + d] as f64)
@@ -504,10 +407,47 @@ mod tests {
                 .flat_map(|run| {
                     let max = run.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let step = if max > 0.0 { max / 127.0 } else { 1.0 };
-                    run.iter().map(move |v| (v / step).round() * step)
+                    run.iter().map(move |v| (v / step).round_ties_even() * step)
                 })
                 .collect(),
         }
+    }
+
+    /// The attention weights as `precision`'s value product takes them: each rounded to
+    /// bf16 in bf16; as they are in f32 and 8 bits.
+    fn weighted(precision: KvPrecision, weights: &[f64]) -> Vec<f64> {
+        match precision {
+            KvPrecision::F32 => weights.to_vec(),
+            KvPrecision::Bf16 => weights
+                .iter()
+                .map(|&w| bf16::from_f32(w as f32).to_f32() as f64)
+                .collect(),
+            KvPrecision::Q8 => weights.to_vec(),
+        }
+    }
+
+    /// Checks `ours` against the reference. f32 mirrors it up to the order of sums. With
+    /// rounded or quantized weights, a weight whose exact value sits on a rounding edge can
+    /// round the other way in ours (its f32 exponential) than in the reference (f64): that
+    /// moves one row's outputs by at most one step of one weight, and happens rarely (for
+    /// well under 1 % of the outputs here); a wrong layout or scale moves nearly every one.
+    fn assert_close(precision: KvPrecision, ours: &[f32], expected: &[f32], context: &str) {
+        let (close, step) = match precision {
+            KvPrecision::F32 => (2e-5, 2e-5),
+            KvPrecision::Bf16 => (3e-5, 4e-3),
+            KvPrecision::Q8 => (1e-4, 1e-2),
+        };
+        assert_eq!(ours.len(), expected.len());
+        let mut far = 0;
+        for (a, b) in ours.iter().zip(expected) {
+            assert!((a - b).abs() <= step, "{precision:?} {context}: {a} vs {b}");
+            far += usize::from((a - b).abs() > close);
+        }
+        assert!(
+            far * 100 <= ours.len(),
+            "{precision:?} {context}: {far} of {} outputs off by more than {close}",
+            ours.len()
+        );
     }
 
     #[test]
@@ -537,41 +477,39 @@ mod tests {
                         offset,
                         len,
                         scale,
+                        |w, _| weighted(precision, w),
                     );
-                    for (a, b) in ours.iter().zip(&expected) {
-                        assert!(
-                            (a - b).abs() <= 2e-5,
-                            "{precision:?} {heads}/{kv_heads} heads, step {step}: {a} vs {b}"
-                        );
-                    }
+                    let context = format!("{heads}/{kv_heads} heads, step {step}");
+                    assert_close(precision, &ours, &expected, &context);
                 }
             }
         }
     }
 
-    /// Key vectors shorter than the 8-bit kernel's block of 64 are padded in the page and
-    /// still meet their queries exactly as stored.
+    /// Key and value vectors shorter than a panel (64) are padded in the page and still
+    /// meet their queries and weights exactly as stored, in every precision.
     #[test]
-    fn short_eight_bit_keys_are_padded() {
+    fn short_vectors_are_padded() {
         let (dim, heads, kv_heads, len) = (16, 4, 2, 70);
-        let mut cache = KvCache::new(1, kv_heads, dim, KvPrecision::Q8);
-        let q = values(1, len * heads * dim);
-        let k = values(2, len * kv_heads * dim);
-        let v = values(3, len * kv_heads * dim);
-        cache.write(0, &k, &v, len);
-        let scale = 0.25;
-        let ours = attend_cached(&q, &cache, 0, (heads, 0, len), scale).unwrap();
-        let expected = reference(
-            &stored(KvPrecision::Q8, &q, dim),
-            &stored(KvPrecision::Q8, &k, dim),
-            &stored(KvPrecision::Q8, &v, dim),
-            (heads, kv_heads, dim),
-            0,
-            len,
-            scale,
-        );
-        for (a, b) in ours.iter().zip(&expected) {
-            assert!((a - b).abs() <= 2e-5, "{a} vs {b}");
+        for precision in [KvPrecision::F32, KvPrecision::Bf16, KvPrecision::Q8] {
+            let mut cache = KvCache::new(1, kv_heads, dim, precision);
+            let q = values(1, len * heads * dim);
+            let k = values(2, len * kv_heads * dim);
+            let v = values(3, len * kv_heads * dim);
+            cache.write(0, &k, &v, len);
+            let scale = 0.25;
+            let ours = attend_cached(&q, &cache, 0, (heads, 0, len), scale).unwrap();
+            let expected = reference(
+                &stored(precision, &q, dim),
+                &stored(precision, &k, dim),
+                &stored(precision, &v, dim),
+                (heads, kv_heads, dim),
+                0,
+                len,
+                scale,
+                |w, _| weighted(precision, w),
+            );
+            assert_close(precision, &ours, &expected, "head_dim 16");
         }
     }
 }

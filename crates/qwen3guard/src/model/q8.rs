@@ -144,31 +144,48 @@ fn quantize_row(row: &[f32], data: &mut [i8], scales: &mut [f32], offset: &mut f
     let k = row.len();
     for (b, scale) in scales.iter_mut().enumerate() {
         let values = &row[(b * BLOCK).min(k)..((b + 1) * BLOCK).min(k)];
-        let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
-        *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        let mut sum = 0i32;
-        for (i, &v) in values.iter().enumerate() {
-            let q = (v / *scale).round().clamp(-127.0, 127.0) as i8;
-            data[b * BLOCK + i] = q;
-            sum += q as i32;
-        }
+        let out = &mut data[b * BLOCK..][..values.len()];
+        let sum;
+        (*scale, sum) = quantize_run(values, out);
         *offset += *scale * sum as f32;
     }
 }
 
-/// Query rows quantized for [`key_scores`]: each of `dim` values, padded to `depth` (a
+/// Quantizes `values` into `out` with one scale, `max |v| / 127` (symmetric, halves
+/// rounded to even); returns the scale and the sum of the quantized values. Activation
+/// blocks and cached key/value vectors use it.
+pub(crate) fn quantize_run(values: &[f32], out: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: feature detected at run time; lengths are checked inside.
+            return unsafe { avx512::quantize_run(values, out) };
+        }
+    }
+    let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let mut sum = 0;
+    for (o, &v) in out.iter_mut().zip(values) {
+        *o = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+        sum += *o as i32;
+    }
+    (scale, sum)
+}
+
+/// Rows quantized for [`group_product`] (attention's queries), each padded to `depth` (a
 /// multiple of 64), with a scale per block of 64 as activations have.
 pub(crate) struct QuantizedQueries(QuantizedRows);
 
 impl QuantizedQueries {
-    /// Quantizes the rows of `x` (`dim` values each), one after another on this thread
-    /// (attention quantizes a few rows per task).
+    /// Quantizes `rows` (each at most `depth` long) like activations, one after another
+    /// on this thread (attention quantizes a few rows per task).
     pub(crate) fn new(rows: impl Iterator<Item = impl AsRef<[f32]>>, depth: usize) -> Self {
         let blocks = depth / BLOCK;
+        let count = rows.size_hint().0;
         let mut q = QuantizedRows {
-            data: Vec::new(),
-            scales: Vec::new(),
-            offsets: Vec::new(),
+            data: Vec::with_capacity(count * depth),
+            scales: Vec::with_capacity(count * blocks),
+            offsets: Vec::with_capacity(count),
             blocks,
         };
         for row in rows {
@@ -188,18 +205,19 @@ impl QuantizedQueries {
     }
 }
 
-/// Scores of every query row against the first `n` of 64 keys stored like a group of
-/// 8-bit weight rows (`keys`: `q + 128` bytes in the 4-feature panel layout, vectors
-/// `depth` long; `scales`: one per key): `out[r * ld + c]`.
-pub(crate) fn key_scores(
-    queries: &QuantizedQueries,
-    keys: &[u8],
+/// Every row of `x` against the first `n` rows of one group of 64 stored like 8-bit
+/// weight rows (`data`: `q + 128` bytes in the 4-feature panel layout, rows as long as
+/// `x`'s depth; `scales`: one per row): `out[r * ld + c]`. Attention's query-key scores
+/// run on it.
+pub(crate) fn group_product(
+    x: &QuantizedQueries,
+    data: &[u8],
     scales: &[f32],
     n: usize,
     out: &mut [f32],
     ld: usize,
 ) {
-    let q = &queries.0;
+    let q = &x.0;
     let rows = QuantizedView {
         data: &q.data,
         scales: &q.scales,
@@ -210,7 +228,7 @@ pub(crate) fn key_scores(
     block(
         &rows,
         &GroupView {
-            data: keys,
+            data,
             scales,
             depth,
         },
@@ -218,6 +236,50 @@ pub(crate) fn key_scores(
         out,
         ld,
     );
+}
+
+/// `out[r * dim + d] += sum_j weights[r * count + j] * values[j * dim + d]`: f32 weights
+/// (rows of `count`) over `count` rows of signed bytes (`dim` each, stored as `u8` bits).
+/// Attention sums cached 8-bit values with it, the values' scales folded into the weights.
+pub(crate) fn weighted_bytes(
+    weights: &[f32],
+    count: usize,
+    values: &[u8],
+    dim: usize,
+    out: &mut [f32],
+) {
+    let rows = out.len() / dim.max(1);
+    assert!(weights.len() == rows * count && values.len() >= count * dim);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && dim.is_multiple_of(16) {
+            for r0 in (0..rows).step_by(4) {
+                let w = &weights[r0 * count..];
+                let o = &mut out[r0 * dim..];
+                // SAFETY: feature detected at run time; the asserts above bound every
+                // access (rows `r0..r0 + R` of weights and outputs exist).
+                unsafe {
+                    match rows - r0 {
+                        1 => avx512::weighted_bytes::<1>(w, count, values, dim, o),
+                        2 => avx512::weighted_bytes::<2>(w, count, values, dim, o),
+                        3 => avx512::weighted_bytes::<3>(w, count, values, dim, o),
+                        _ => avx512::weighted_bytes::<4>(w, count, values, dim, o),
+                    }
+                }
+            }
+            return;
+        }
+    }
+    for (w, o) in weights
+        .chunks_exact(count.max(1))
+        .zip(out.chunks_exact_mut(dim))
+    {
+        for (&w, row) in w.iter().zip(values.chunks_exact(dim)) {
+            for (a, &b) in o.iter_mut().zip(row) {
+                *a += w * (b as i8) as f32;
+            }
+        }
+    }
 }
 
 /// Some rows of [`QuantizedRows`].
@@ -257,9 +319,9 @@ fn portable_block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], l
             let mut total = 0f32;
             for b in 0..x.blocks {
                 let mut sum = 0i32;
-                for (k, &x) in xr.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
+                for (k, &xq) in xr.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
                     let weight = w.data[(k / 4) * 4 * GROUP + c * 4 + k % 4];
-                    sum += x as i32 * weight as i32;
+                    sum += xq as i32 * weight as i32;
                 }
                 total += x.scales[r * x.blocks + b] * sum as f32;
             }
@@ -274,6 +336,94 @@ mod avx512 {
 
     use super::{GroupView, QuantizedView, BLOCK};
     use crate::model::panels::{store_tile, GROUP};
+
+    /// [`super::quantize_run`] on 16 lanes: a prompt quantizes millions of activations
+    /// per pass, too many for a scalar loop.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn quantize_run(values: &[f32], out: &mut [i8]) -> (f32, i32) {
+        assert!(out.len() == values.len());
+        let chunks = values.len().div_ceil(16);
+        let mask = |c: usize| ((1u32 << (values.len() - 16 * c).min(16)) - 1) as __mmask16;
+        let load = |c: usize| _mm512_maskz_loadu_ps(mask(c), values.as_ptr().add(16 * c));
+        let mut max = _mm512_setzero_ps();
+        for c in 0..chunks {
+            max = _mm512_max_ps(max, _mm512_abs_ps(load(c)));
+        }
+        let max = _mm512_reduce_max_ps(max);
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let (divisor, low, high) = (
+            _mm512_set1_ps(scale),
+            _mm512_set1_epi32(-127),
+            _mm512_set1_epi32(127),
+        );
+        let mut sum = _mm512_setzero_si512();
+        for c in 0..chunks {
+            // The rounding mode is the default one: to nearest, halves to even.
+            let q = _mm512_cvtps_epi32(_mm512_div_ps(load(c), divisor));
+            let q = _mm512_min_epi32(_mm512_max_epi32(q, low), high);
+            sum = _mm512_add_epi32(sum, q);
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(16 * c), mask(c), q);
+        }
+        (scale, _mm512_reduce_add_epi32(sum))
+    }
+
+    /// [`super::weighted_bytes`] for `R` rows of weights, 64 (then 16) output columns at a
+    /// time, the accumulators in registers for the whole pass over the values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted_bytes<const R: usize>(
+        weights: &[f32],
+        count: usize,
+        values: &[u8],
+        dim: usize,
+        out: &mut [f32],
+    ) {
+        assert!(weights.len() >= R * count && out.len() >= R * dim);
+        assert!(values.len() >= count * dim && dim.is_multiple_of(16));
+        let mut c0 = 0;
+        while c0 + 64 <= dim {
+            weighted_columns::<R, 4>(weights, count, values, dim, out, c0);
+            c0 += 64;
+        }
+        while c0 < dim {
+            weighted_columns::<R, 1>(weights, count, values, dim, out, c0);
+            c0 += 16;
+        }
+    }
+
+    /// Columns `c0..c0 + 16 Z` of the `R` output rows.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weighted_columns<const R: usize, const Z: usize>(
+        weights: &[f32],
+        count: usize,
+        values: &[u8],
+        dim: usize,
+        out: &mut [f32],
+        c0: usize,
+    ) {
+        let op = out.as_mut_ptr().add(c0);
+        let mut acc: [[__m512; Z]; R] = std::array::from_fn(|i| {
+            std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z)))
+        });
+        let vp = values.as_ptr().add(c0);
+        for j in 0..count {
+            let v: [__m512; Z] = std::array::from_fn(|z| {
+                let bytes = _mm_loadu_si128(vp.add(j * dim + 16 * z) as *const __m128i);
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+            });
+            for (i, row) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*weights.get_unchecked(i * count + j));
+                for (a, &vz) in row.iter_mut().zip(&v) {
+                    *a = _mm512_fmadd_ps(w, vz, *a);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (z, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(op.add(i * dim + 16 * z), *a);
+            }
+        }
+    }
 
     /// Activation rows per register tile: 3 rows x 4 vectors of i32 sums, as many f32
     /// accumulators, and the 4 weight vectors.
