@@ -382,9 +382,11 @@ llama.cpp: 5 runs; PyTorch: 3 runs, and the re-feed loop 3 tokens per context, t
 contexts without warm-up).
 
 Precisions: qwen3guard f32, bf16 and q8 (int8 weights with one scale per row; activations
-quantized to int8 per block of 64 inside each product), PyTorch f32 and bf16, llama.cpp f32,
-bf16 and q8_0 (int8 weights with an f16 scale per block of 32). Comparisons pair the same
-precision: our q8 with llama.cpp q8_0, which is also 8-bit; PyTorch has no 8-bit run here.
+quantized to int8 per block of 64 inside each product; keys and values cached in int8 with one
+scale per head and position), PyTorch f32 and bf16, llama.cpp f32, bf16 and q8_0 (int8 weights
+with an f16 scale per block of 32; its KV cache stays f16, the default). The KV cache of our
+f32 and bf16 runs is in that precision, as PyTorch's. Comparisons pair the same precision: our
+q8 with llama.cpp q8_0, which is also 8-bit; PyTorch has no 8-bit run here.
 
 ## Gen (Qwen3ForCausalLM writing `Safety: ...`)
 
