@@ -162,6 +162,11 @@ pub(crate) fn quantize_run(values: &[f32], out: &mut [i8]) -> (f32, i32) {
             return unsafe { avx512::quantize_run(values, out) };
         }
     }
+    portable_quantize_run(values, out)
+}
+
+/// [`quantize_run`] without vector instructions.
+fn portable_quantize_run(values: &[f32], out: &mut [i8]) -> (f32, i32) {
     let max = values.iter().fold(0f32, |acc, v| acc.max(v.abs()));
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
     let mut sum = 0;
@@ -270,6 +275,17 @@ pub(crate) fn weighted_bytes(
             return;
         }
     }
+    portable_weighted_bytes(weights, count, values, dim, out);
+}
+
+/// [`weighted_bytes`] without vector instructions.
+fn portable_weighted_bytes(
+    weights: &[f32],
+    count: usize,
+    values: &[u8],
+    dim: usize,
+    out: &mut [f32],
+) {
     for (w, o) in weights
         .chunks_exact(count.max(1))
         .zip(out.chunks_exact_mut(dim))
@@ -574,5 +590,40 @@ mod tests {
         // Stacking kept every row: the stacked product equals the whole matrix's.
         let whole = Q8Matrix::from_f32(&w, n, k).matmul(&x, m);
         assert_eq!(fast, whole);
+    }
+
+    /// The vector and portable paths of the quantizer and of the byte weighted sum agree
+    /// (the vector ones run wherever AVX-512 is present; the portable ones elsewhere).
+    #[test]
+    fn quantizer_and_byte_sums_agree_with_the_portable_paths() {
+        let (x, _) = sample_operands(1, 1, 200);
+        for len in [1, 15, 16, 64, 200] {
+            let (mut fast, mut slow) = (vec![0i8; len], vec![0i8; len]);
+            let a = quantize_run(&x[..len], &mut fast);
+            let b = portable_quantize_run(&x[..len], &mut slow);
+            assert_eq!((a, &fast), (b, &slow), "{len} values");
+            assert!(fast.iter().any(|&q| q.unsigned_abs() == 127));
+        }
+        // With a scale of 1, half-way values round to even on both paths.
+        let ties = [0.5f32, 1.5, -2.5, 127.0];
+        let (mut fast, mut slow) = ([0i8; 4], [0i8; 4]);
+        quantize_run(&ties, &mut fast);
+        portable_quantize_run(&ties, &mut slow);
+        assert_eq!(fast, [0, 2, -2, 127]);
+        assert_eq!(fast, slow);
+
+        let (rows, count, dim) = (3, 37, 80);
+        let (weights, _) = sample_operands(rows, 1, count);
+        let values: Vec<u8> = (0..count * dim).map(|i| (i * 37 % 251) as u8).collect();
+        let (mut fast, mut slow) = (vec![0.5f32; rows * dim], vec![0.5f32; rows * dim]);
+        weighted_bytes(&weights[..rows * count], count, &values, dim, &mut fast);
+        portable_weighted_bytes(&weights[..rows * count], count, &values, dim, &mut slow);
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // The bytes are signed: 200 reads as -56.
+        let mut one = vec![0f32; 16];
+        weighted_bytes(&[2.0], 1, &[200u8; 16], 16, &mut one);
+        assert_eq!(one, vec![-112.0; 16]);
     }
 }
