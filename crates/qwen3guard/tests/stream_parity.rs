@@ -60,8 +60,14 @@ fn run_session(
     for piece in exchange.response_ids().chunks(chunk) {
         session.append(piece).unwrap();
     }
-    let risks = session
-        .tokens()
+    let (risks, cats) = token_outputs(&session);
+    (query_full, risks, cats)
+}
+
+/// Every appended position's risk probabilities (label order) and category probabilities.
+fn token_outputs(session: &qwen3guard::StreamSession) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let tokens = session.tokens();
+    let risks = tokens
         .iter()
         .map(|t| {
             vec![
@@ -71,12 +77,8 @@ fn run_session(
             ]
         })
         .collect();
-    let cats = session
-        .tokens()
-        .iter()
-        .map(|t| t.category_probs.clone())
-        .collect();
-    (query_full, risks, cats)
+    let cats = tokens.iter().map(|t| t.category_probs.clone()).collect();
+    (risks, cats)
 }
 
 fn check_parity(name: &str) {
@@ -239,22 +241,7 @@ fn batched_appends_equal_separate_ones() {
         }
         for ((case, session), &chunk) in cases.iter().zip(&sessions).zip(&chunks) {
             let (_, risks, cats) = run_session(&guard, case, chunk);
-            let batched_risks: Vec<Vec<f32>> = session
-                .tokens()
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.risk_probs.safe,
-                        t.risk_probs.unsafe_,
-                        t.risk_probs.controversial,
-                    ]
-                })
-                .collect();
-            let batched_cats: Vec<Vec<f32>> = session
-                .tokens()
-                .iter()
-                .map(|t| t.category_probs.clone())
-                .collect();
+            let (batched_risks, batched_cats) = token_outputs(session);
             assert_eq!(batched_risks, risks, "{precision} {}: risk", case.name);
             assert_eq!(batched_cats, cats, "{precision} {}: category", case.name);
         }

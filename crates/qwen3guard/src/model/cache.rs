@@ -279,6 +279,8 @@ impl KvCache {
     /// ones; `keys` and `values` are rows `(count, kv_heads * head_dim)`.
     pub(crate) fn write(&mut self, layer: usize, keys: &[f32], values: &[f32], count: usize) {
         let (heads, dim, precision) = (self.kv_heads, self.head_dim, self.precision);
+        debug_assert_eq!(keys.len(), heads * count * dim);
+        debug_assert_eq!(values.len(), keys.len());
         let (key_depth, value_depth) = (precision.key_depth(dim), precision.value_depth(dim));
         let pack = precision.pack();
         let pages = &mut self.layers[layer];

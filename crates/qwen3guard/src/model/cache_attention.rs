@@ -138,21 +138,13 @@ impl HeadPage<'_> {
 
     /// Adds to `out` (rows `dim` wide) this page's values weighted by `p` (rows of
     /// weights for its first `count` positions); `part` is scratch space.
-    fn add_values(
-        &self,
-        s: &Shape,
-        precision: KvPrecision,
-        p: &[&[f32]],
-        count: usize,
-        part: &mut [f32],
-        out: &mut [f32],
-    ) {
+    fn add_values(&self, s: &Shape, p: &[&[f32]], count: usize, part: &mut [f32], out: &mut [f32]) {
         let (dim, value_depth) = (s.dim, s.value_depth);
         if let Rows::Q8 { data, scales } = self.values {
             // Each weight times its value vector's scale, over the signed bytes. The
             // weights stay f32: quantized to 8 bits as well (so that this sum could run on
-            // the byte kernel), they doubled the 8-bit drift on the test fixtures for a few
-            // percent of a verdict's time.
+            // the byte kernel), they doubled the 8-bit drift on the test fixtures, and
+            // verdicts were no faster within the machine's noise.
             let vectors = &scales[self.head * PAGE..][..count];
             let weights: Vec<f32> = p
                 .iter()
@@ -163,6 +155,7 @@ impl HeadPage<'_> {
             return;
         }
         // bf16 products take features in pairs.
+        let precision = precision_of(self.values);
         let depth = match precision {
             KvPrecision::F32 => count,
             _ => count.div_ceil(2) * 2,
@@ -334,7 +327,7 @@ fn attend_block(
         let p: Vec<&[f32]> = (0..rows)
             .map(|r| &scores[r * width + base..][..count])
             .collect();
-        page.add_values(s, precision, &p, count, &mut part, &mut out);
+        page.add_values(s, &p, count, &mut part, &mut out);
     }
     for (row, inv) in out.chunks_exact_mut(dim).zip(normalizers) {
         row.iter_mut().for_each(|v| *v *= inv);
