@@ -299,6 +299,29 @@ fn a_failed_append_leaves_the_session_unchanged() {
     assert_eq!(session.position(), before + 2);
 }
 
+/// Stream's embedding rows are read from the checkpoint file as they are needed; a file
+/// truncated under a loaded model must give an error naming it, not a crash.
+#[test]
+fn a_checkpoint_truncated_after_loading_is_an_error_naming_it() {
+    let dir = Scratch::copy_of("stream");
+    let stream =
+        StreamGuard::load(&Checkpoint::open(&dir.0).unwrap(), &Default::default()).unwrap();
+    let conv = Conversation::from_prompt("hi", None);
+    assert!(stream.open(&conv).is_ok());
+    let weights = dir.path("model.safetensors");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(1024)
+        .unwrap();
+    match stream.open(&conv) {
+        Err(Error::Io { path, .. }) => assert_eq!(path, weights),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("a session opened on a truncated checkpoint"),
+    }
+}
+
 #[test]
 fn opening_a_stream_on_a_response_is_refused() {
     let stream = StreamGuard::load(

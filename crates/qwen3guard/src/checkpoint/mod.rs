@@ -2,11 +2,13 @@
 
 mod config;
 pub mod hub;
+mod rows;
 mod weights;
 
 use std::path::{Path, PathBuf};
 
 pub use config::{GuardHeadsConfig, LabelMap, ModelConfig, Qwen3Config, Variant};
+pub use rows::FileRows;
 pub use weights::Weights;
 
 use crate::device::LoadOptions;

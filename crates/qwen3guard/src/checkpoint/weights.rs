@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use half::f16;
@@ -15,6 +16,7 @@ use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::tensor::{Dtype as StDtype, Metadata, SafeTensors};
 use serde::Deserialize;
 
+use crate::checkpoint::rows::{FileRows, Rounding};
 use crate::device::{LoadOptions, Precision};
 use crate::error::{Error, Result};
 use crate::model::{Bf16Matrix, F32Matrix, KvPrecision, PackedMatrix, Q8Matrix};
@@ -22,6 +24,8 @@ use crate::model::{Bf16Matrix, F32Matrix, KvPrecision, PackedMatrix, Q8Matrix};
 /// One mapped weight file.
 struct WeightFile {
     path: PathBuf,
+    /// The open file, for tensors read row by row ([`FileRows`]).
+    file: Arc<File>,
     map: Mmap,
     /// Bytes before the tensor data (8-byte length + JSON header).
     data_start: usize,
@@ -123,10 +127,17 @@ impl Weights {
     /// weights).
     pub fn kv_precision(&self) -> KvPrecision {
         match self.packing {
-            Some(Precision::Bf16) => KvPrecision::Bf16,
             Some(Precision::Q8) => KvPrecision::Q8,
-            _ if self.dtype == DType::BF16 => KvPrecision::Bf16,
+            _ if self.computes_in_bf16() => KvPrecision::Bf16,
             _ => KvPrecision::F32,
+        }
+    }
+
+    /// Whether the weights are bf16 (packed for the CPU kernels, or tensors elsewhere).
+    fn computes_in_bf16(&self) -> bool {
+        match self.packing {
+            Some(packing) => packing == Precision::Bf16,
+            None => self.dtype == DType::BF16,
         }
     }
 
@@ -168,6 +179,25 @@ impl Weights {
         };
         file.release(bytes);
         Ok(matrix)
+    }
+
+    /// The matrix `name` of shape `(rows, cols)`, left in its file and read a row at a time,
+    /// rounded as the precision rounds weights.
+    pub fn get_rows(&self, name: &str, rows: usize, cols: usize) -> Result<FileRows> {
+        let (file, bytes, stored) = self.raw(name, &[rows, cols])?;
+        let offset = (bytes.as_ptr() as usize - file.map.as_ptr() as usize) as u64;
+        Ok(FileRows::new(
+            file.path.clone(),
+            file.file.clone(),
+            offset,
+            (rows, cols),
+            stored,
+            match self.packing {
+                Some(Precision::Q8) => Rounding::Q8,
+                _ if self.computes_in_bf16() => Rounding::Bf16,
+                _ => Rounding::Exact,
+            },
+        ))
     }
 
     /// The stored bytes of `name` after checking its shape and dtype.
@@ -239,9 +269,8 @@ impl WeightFile {
     }
 }
 
-/// Stored little-endian values widened to f32.
 /// Element `i` of a little-endian tensor stored as `stored`, widened to f32.
-fn element(bytes: &[u8], stored: DType) -> impl Fn(usize) -> f32 + Sync + '_ {
+pub(super) fn element(bytes: &[u8], stored: DType) -> impl Fn(usize) -> f32 + Sync + '_ {
     move |i| match stored {
         DType::BF16 => half::bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
         DType::F16 => f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
@@ -294,6 +323,7 @@ fn map_file(path: PathBuf) -> Result<WeightFile> {
         })?;
     Ok(WeightFile {
         path,
+        file: Arc::new(file),
         map,
         data_start: 8 + header_len,
         metadata,

@@ -139,8 +139,12 @@ impl GenGuard {
         // weights take theirs (see `release_freed_memory`).
         let prompter = checkpoint.prompter()?;
         let weights = checkpoint.weights(options)?;
-        let backbone = Backbone::new(cfg, &weights)?;
-        let lm_head = LmHead::new(cfg, &weights, &backbone)?;
+        let embeddings = Backbone::load_embeddings(cfg, &weights)?;
+        // The output projection before the layers: packing a tied table reads all of its
+        // file, whose pages count as resident until released, so it is best done while
+        // little else is (measured peak of an 8-bit 0.6B model: 717 MiB, against 954 the other way round).
+        let lm_head = LmHead::new(cfg, &weights, &embeddings)?;
+        let backbone = Backbone::with_embeddings(cfg, &weights, embeddings)?;
         let tokenizer = prompter.tokenizer();
         let stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
             .iter()

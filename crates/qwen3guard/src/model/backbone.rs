@@ -26,12 +26,25 @@ pub struct Backbone {
 impl Backbone {
     /// Loads `model.embed_tokens`, `model.layers.*` and `model.norm`.
     pub fn new(cfg: &Qwen3Config, weights: &Weights) -> Result<Self> {
-        let embed_tokens = Embedding::new(
+        Self::with_embeddings(cfg, weights, Self::load_embeddings(cfg, weights)?)
+    }
+
+    /// `model.embed_tokens`, for a caller that needs it before the layers are loaded.
+    pub fn load_embeddings(cfg: &Qwen3Config, weights: &Weights) -> Result<Embedding> {
+        Embedding::new(
             weights,
             "model.embed_tokens.weight",
             cfg.vocab_size,
             cfg.hidden_size,
-        )?;
+        )
+    }
+
+    /// Loads `model.layers.*` and `model.norm` around `embed_tokens`.
+    pub fn with_embeddings(
+        cfg: &Qwen3Config,
+        weights: &Weights,
+        embed_tokens: Embedding,
+    ) -> Result<Self> {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, weights, &format!("model.layers.{i}")))
             .collect::<Result<Vec<_>>>()?;
@@ -49,11 +62,6 @@ impl Backbone {
     /// The configuration it was built from.
     pub fn config(&self) -> &Qwen3Config {
         &self.cfg
-    }
-
-    /// The embedding table; a tied `lm_head` reuses it.
-    pub fn embeddings(&self) -> &Embedding {
-        &self.embed_tokens
     }
 
     /// The device the weights live on.

@@ -55,11 +55,6 @@ impl Bf16Matrix {
         Bf16Matrix(Panels::stack(parts.into_iter().map(|p| p.0).collect()))
     }
 
-    /// Row `r` widened to f32 (an embedding lookup).
-    pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
-        (0..self.cols()).map(move |c| bf16::from_bits(self.get(r, c)).to_f32())
-    }
-
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.product(x, m, 0..self.rows())

@@ -1,29 +1,26 @@
 //! The token embedding table, which a tied `lm_head` also reads.
 
-use std::sync::Arc;
-
 use candle_core::Tensor;
 
-use crate::checkpoint::Weights;
+use crate::checkpoint::{FileRows, Weights};
 use crate::error::Result;
-use crate::model::{Linear, PackedMatrix};
 
-/// `(vocab, hidden)` embeddings, as a tensor or as packed rows.
+/// `(vocab, hidden)` embeddings, as a tensor or as rows read from the checkpoint.
 #[derive(Debug, Clone)]
 pub enum Embedding {
-    /// A tensor in the compute dtype.
+    /// A tensor in the compute dtype (devices other than the CPU).
     Dense(Tensor),
-    /// Compact rows, widened to f32 when looked up.
-    Packed(Arc<PackedMatrix>),
+    /// Rows read from the checkpoint file when looked up (the CPU): the table is never
+    /// resident as a whole, only the page cache's copy of the rows in use. A tied `lm_head`
+    /// packs its own copy for its kernel.
+    File(FileRows),
 }
 
 impl Embedding {
     /// Loads `name` of shape `(vocab, hidden)`.
     pub fn new(weights: &Weights, name: &str, vocab: usize, hidden: usize) -> Result<Self> {
         if weights.packs_matrices() {
-            return Ok(Embedding::Packed(Arc::new(
-                weights.get_packed(name, vocab, hidden)?,
-            )));
+            return Ok(Embedding::File(weights.get_rows(name, vocab, hidden)?));
         }
         Ok(Embedding::Dense(weights.get(name, &[vocab, hidden])?))
     }
@@ -36,21 +33,11 @@ impl Embedding {
                 .to_dtype(candle_core::DType::F32)?
                 .flatten_all()?
                 .to_vec1()?),
-            Embedding::Packed(matrix) => {
-                let mut values = Vec::with_capacity(ids.len() * matrix.cols());
-                for &id in ids {
-                    matrix.extend_row(id as usize, &mut values);
-                }
+            Embedding::File(rows) => {
+                let mut values = Vec::new();
+                rows.extend_rows(ids, &mut values)?;
                 Ok(values)
             }
-        }
-    }
-
-    /// The same table as an output projection `(hidden -> vocab)`.
-    pub fn as_linear(&self) -> Result<Linear> {
-        match self {
-            Embedding::Dense(table) => Linear::from_weight(table),
-            Embedding::Packed(matrix) => Ok(Linear::Packed(matrix.clone())),
         }
     }
 }

@@ -40,11 +40,6 @@ impl F32Matrix {
         F32Matrix(Panels::stack(parts.into_iter().map(|p| p.0).collect()))
     }
 
-    /// Row `r` (an embedding lookup).
-    pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
-        (0..self.cols()).map(move |c| self.get(r, c))
-    }
-
     /// `x (m, cols) @ self^T -> (m, rows)`, all row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.product(x, m, 0..self.rows())

@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor};
 
 use crate::checkpoint::{GuardHeadsConfig, Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::{linear, Backbone, Linear, RmsNorm};
+use crate::model::{linear, Embedding, Linear, RmsNorm};
 
 /// Gen's output projection to the vocabulary (tied to the embeddings or its own).
 #[derive(Debug, Clone)]
@@ -13,12 +13,14 @@ pub struct LmHead {
 }
 
 impl LmHead {
-    /// `lm_head.weight`, or the embeddings when `tie_word_embeddings` is set.
-    pub fn new(cfg: &Qwen3Config, weights: &Weights, backbone: &Backbone) -> Result<Self> {
-        let proj = if cfg.tie_word_embeddings {
-            backbone.embeddings().as_linear()?
-        } else {
-            linear(weights, "lm_head", cfg.hidden_size, cfg.vocab_size)?
+    /// `lm_head.weight`, or the `embeddings` when `tie_word_embeddings` is set.
+    pub fn new(cfg: &Qwen3Config, weights: &Weights, embeddings: &Embedding) -> Result<Self> {
+        let (hidden, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let proj = match (cfg.tie_word_embeddings, embeddings) {
+            (true, Embedding::Dense(table)) => Linear::from_weight(table)?,
+            // The lookups read rows from the file; the product needs the whole table packed.
+            (true, Embedding::File(_)) => linear(weights, "model.embed_tokens", hidden, vocab)?,
+            (false, _) => linear(weights, "lm_head", hidden, vocab)?,
         };
         Ok(LmHead { proj })
     }

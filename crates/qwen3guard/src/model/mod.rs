@@ -18,7 +18,7 @@ mod math;
 mod mlp;
 mod packed;
 mod panels;
-mod q8;
+pub(crate) mod q8;
 mod rotary;
 
 pub use attention::Attention;

@@ -59,15 +59,6 @@ impl PackedMatrix {
         }
     }
 
-    /// Row `r` widened to f32 (an embedding lookup), appended to `out`.
-    pub fn extend_row(&self, r: usize, out: &mut Vec<f32>) {
-        match self {
-            PackedMatrix::F32(m) => out.extend(m.row_f32(r)),
-            PackedMatrix::Bf16(m) => out.extend(m.row_f32(r)),
-            PackedMatrix::Q8(m) => out.extend(m.row_f32(r)),
-        }
-    }
-
     /// Output features `ids` of one input row `x`, each computed by the same kernel as in
     /// [`Self::matmul`] (on the group of 64 rows holding it), so that the values are
     /// identical to the full product's. An id past the last row gives `f32::MIN`.

@@ -58,18 +58,10 @@ impl Q8Matrix {
     pub fn from_fn(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Self {
         let mut scales: Vec<f32> = (0..rows)
             .into_par_iter()
-            .map(|r| {
-                let max = (0..cols).fold(0f32, |m, c| m.max(value(r * cols + c).abs()));
-                if max > 0.0 {
-                    max / 127.0
-                } else {
-                    1.0
-                }
-            })
+            .map(|r| row_scale((0..cols).map(|c| value(r * cols + c))))
             .collect();
         let values = Panels::build(rows, cols, 4, BLOCK, |i| {
-            let q = (value(i) / scales[i / cols]).round().clamp(-127.0, 127.0) as i32;
-            (q + 128) as u8
+            (quantize_weight(value(i), scales[i / cols]) + 128) as u8
         });
         scales.resize(rows.div_ceil(GROUP) * GROUP, 1.0);
         Q8Matrix { values, scales }
@@ -88,8 +80,9 @@ impl Q8Matrix {
         Q8Matrix { values, scales }
     }
 
-    /// Row `r` dequantized to f32 (an embedding lookup).
-    pub fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
+    /// Row `r` dequantized to f32.
+    #[cfg(test)]
+    fn row_f32(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
         let scale = self.scales[r];
         (0..self.cols()).map(move |c| (self.get(r, c) as i32 - 128) as f32 * scale)
     }
@@ -118,6 +111,29 @@ impl Q8Matrix {
             block(&rows, &weights, nb, out, ld);
         })
     }
+}
+
+/// Rounds `row` to the values it takes as a row of a [`Q8Matrix`]: what an embedding lookup
+/// of an 8-bit model returns, so that lookups and a tied output projection agree.
+pub(crate) fn round_row(row: &mut [f32]) {
+    let scale = row_scale(row.iter().copied());
+    for v in row {
+        *v = quantize_weight(*v, scale) as f32 * scale;
+    }
+}
+
+/// The scale of one weight row: its largest magnitude maps to 127 (1 for a zero row).
+fn row_scale(row: impl Iterator<Item = f32>) -> f32 {
+    let max = row.fold(0f32, |m, v| m.max(v.abs()));
+    if max > 0.0 {
+        max / 127.0
+    } else {
+        1.0
+    }
+}
+
+fn quantize_weight(value: f32, scale: f32) -> i32 {
+    (value / scale).round().clamp(-127.0, 127.0) as i32
 }
 
 fn quantize(x: &[f32], m: usize, k: usize, depth: usize) -> QuantizedRows {
@@ -550,6 +566,25 @@ mod tests {
                         "{m}x{n}x{k} [{r},{c}]: {got} vs {exact}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rounded_row_equals_the_matrix_row() {
+        let (_, mut w) = sample_operands(0, 5, 70);
+        w[3 * 70..4 * 70].fill(0.0);
+        let matrix = Q8Matrix::from_f32(&w, 5, 70);
+        for (r, row) in w.chunks_mut(70).enumerate() {
+            let original = row.to_vec();
+            round_row(row);
+            assert_eq!(
+                row.to_vec(),
+                matrix.row_f32(r).collect::<Vec<_>>(),
+                "row {r}"
+            );
+            if r != 3 {
+                assert_ne!(row.to_vec(), original, "row {r} was not rounded");
             }
         }
     }

@@ -5,14 +5,17 @@
 //! `<think>`, ...) that appears inside message content is first replaced by an escape
 //! sequence of private-use characters; the template is rendered; the rendered text is split
 //! at the added tokens that remain (they can only come from the template itself); and each
-//! piece between them is unescaped and encoded with a copy of the tokenizer that has no
-//! added vocabulary, so the text is byte-level BPE like any other. For ordinary content this
+//! piece between them is unescaped and encoded by the tokenizer's normalizer,
+//! pre-tokenizer and model alone, skipping its added vocabulary, so the text is byte-level
+//! BPE like any other. For ordinary content this
 //! is exactly what the reference tokenizer does (it also splits at added tokens first), so
 //! the token ids are identical.
 
 use std::path::Path;
 
-use tokenizers::{AddedVocabulary, Tokenizer};
+use tokenizers::{
+    Model, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+};
 
 use crate::error::{Error, Result};
 
@@ -21,11 +24,12 @@ const ESCAPE: char = '\u{E000}';
 /// Marker `k` is escaped as `ESCAPE` followed by `MARKER_BASE + k`.
 const MARKER_BASE: u32 = 0xE001;
 
-/// The checkpoint's tokenizer, split into the part that knows control tokens and the part
-/// that only does text.
+/// The checkpoint's tokenizer, with its control tokens matched here rather than by it.
 pub struct PromptTokenizer {
+    /// Decodes everything; encodes text through its parts (see [`Self::encode_text`]), so
+    /// that no second copy of its vocabulary (~30 MiB) is needed for text without
+    /// control tokens.
     full: Tokenizer,
-    plain: Tokenizer,
     /// Added tokens (content, id), longest first so that matching is leftmost-longest.
     markers: Vec<(String, u32)>,
     /// Bytes that start some added token; a cheap filter before matching.
@@ -57,11 +61,8 @@ impl PromptTokenizer {
                 marker_starts[b as usize] = true;
             }
         }
-        let mut plain = full.clone();
-        plain.with_added_vocabulary(AddedVocabulary::new());
         Ok(PromptTokenizer {
             full,
-            plain,
             markers,
             marker_starts,
         })
@@ -145,13 +146,28 @@ impl PromptTokenizer {
         Ok(ids)
     }
 
-    /// Encodes text with no control tokens at all.
+    /// Encodes text with no control tokens at all: the tokenizer's own pipeline (normalize,
+    /// pre-tokenize, BPE each piece) without the step that splits at added tokens.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .plain
-            .encode_fast(text, false)
-            .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        let failed = |e| Error::Tokenizer(format!("cannot encode text: {e}"));
+        let mut pieces = PreTokenizedString::from(text);
+        if let Some(normalizer) = self.full.get_normalizer() {
+            pieces
+                .normalize(|piece| normalizer.normalize(piece))
+                .map_err(failed)?;
+        }
+        if let Some(pre_tokenizer) = self.full.get_pre_tokenizer() {
+            pre_tokenizer.pre_tokenize(&mut pieces).map_err(failed)?;
+        }
+        let model = self.full.get_model();
+        pieces
+            .tokenize(|piece| model.tokenize(piece.get()))
+            .map_err(failed)?;
+        Ok(pieces
+            .get_splits(OffsetReferential::Original, OffsetType::None)
+            .into_iter()
+            .flat_map(|(_, _, tokens)| tokens.iter().flatten().map(|token| token.id))
+            .collect())
     }
 
     /// Decodes ids to text; `skip_special` drops control tokens as the reference does.
