@@ -1,9 +1,10 @@
-"""Helpers shared by the peer benchmarks (reference_bench.py, llamacpp_bench.py).
+"""Helpers shared by the benchmarks (ours_bench.py, reference_bench.py, llamacpp_bench.py).
 
 The definitions mirror crates/qwen3guard-cli/src/bench.rs: the same prompt and response,
 the same filler token ids, 8 decoded tokens, a 512-token prefill, and medians of timed runs
 after one warm-up run.
 """
+import json
 import os
 import resource
 import subprocess
@@ -75,3 +76,21 @@ def wait_quiet(max_load=0.7, poll_s=20, max_wait_s=1200, log=sys.stderr):
                     "quiet": False, "busy_with": builds}
         print(f"bench: waiting for a quiet machine (load {load:.2f}, builds {builds})", file=log)
         time.sleep(poll_s)
+
+
+def measured_part(cmd, max_load, max_wait, label, env=None, **fields):
+    """Runs one benchmark part `cmd` (which prints its figures as JSON on its last line)
+    once the machine is quiet; returns its figures with how it ran, or an "error" entry
+    with its last line of stderr. `fields` go first in the entry."""
+    quiet = wait_quiet(max_load, max_wait_s=max_wait)
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    entry = {**fields, "machine": quiet, "load1_at_end": round(load1(), 2),
+             "wall_s": round(time.time() - t, 1)}
+    if p.returncode == 0:
+        entry.update(json.loads(p.stdout.strip().splitlines()[-1]))
+    else:
+        entry["error"] = (p.stderr.strip() or f"exit {p.returncode}").splitlines()[-1]
+        print(p.stderr, file=sys.stderr)
+    print(f"{label}: {json.dumps(entry)[:300]}", file=sys.stderr)
+    return entry

@@ -27,14 +27,13 @@ as ours and the reference's; the script checks that llama.cpp tokenizes it ident
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (MAX_NEW_TOKENS, PREFILL_TOKENS, PROMPT, RESPONSE, filler, median_ms,  # noqa: E402
-                    peak_rss_mb, wait_quiet)
+                    measured_part, peak_rss_mb)
 
 GREEDY = dict(temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
 
@@ -206,19 +205,8 @@ def main():
               "parts": {}}
     for gguf in args.gguf:
         name = Path(gguf).stem.rsplit("-", 1)[-1]  # gen-0.6B-q8_0 -> q8_0
-        quiet = wait_quiet(args.max_load, max_wait_s=args.max_wait)
         cmd = [sys.executable, __file__, "--part", gguf] + sys.argv[1:]
-        t = time.time()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        entry = {"gguf": gguf, "machine": quiet, "load1_at_end": round(os.getloadavg()[0], 2),
-                 "wall_s": round(time.time() - t, 1)}
-        if p.returncode == 0:
-            entry.update(json.loads(p.stdout.strip().splitlines()[-1]))
-        else:
-            entry["error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-            print(p.stderr, file=sys.stderr)
-        report["parts"][name] = entry
-        print(f"llama.cpp {name}: {json.dumps(entry)[:300]}", file=sys.stderr)
+        report["parts"][name] = measured_part(cmd, args.max_load, args.max_wait, f"llama.cpp {name}", gguf=gguf)
     print(json.dumps(report, indent=1))
 
 

@@ -8,14 +8,11 @@ the machine's load before and after each run.
 """
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import wait_quiet  # noqa: E402
+from common import measured_part  # noqa: E402
 
 
 def main():
@@ -35,20 +32,10 @@ def main():
         if model not in args.models.split(","):
             continue
         for dtype in args.dtypes.split(","):
-            quiet = wait_quiet(args.max_load, max_wait_s=args.max_wait)
             cmd = [args.bin, "bench", "--model", path, "--dtype", dtype, "--threads", str(args.threads),
                    "--runs", str(args.runs), "--json"]
-            t = time.time()
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            entry = {"command": " ".join(cmd), "machine": quiet, "load1_at_end": round(os.getloadavg()[0], 2),
-                     "wall_s": round(time.time() - t, 1)}
-            if p.returncode == 0:
-                entry.update(json.loads(p.stdout.strip().splitlines()[-1]))
-            else:
-                entry["error"] = (p.stderr.strip() or f"exit {p.returncode}").splitlines()[-1]
-                print(p.stderr, file=sys.stderr)
-            report["parts"][f"{model}-{dtype}"] = entry
-            print(f"qwen3guard {model} {dtype}: {json.dumps(entry)[:300]}", file=sys.stderr)
+            report["parts"][f"{model}-{dtype}"] = measured_part(
+                cmd, args.max_load, args.max_wait, f"qwen3guard {model} {dtype}", command=" ".join(cmd))
     print(json.dumps(report, indent=1))
 
 

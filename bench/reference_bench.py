@@ -18,14 +18,13 @@ each part the script waits for a quiet machine (bench/common.py). Prints one JSO
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (IM_END, MAX_NEW_TOKENS, PREFILL_TOKENS, PROMPT, RESPONSE, filler,  # noqa: E402
-                    median_ms, peak_rss_mb, wait_quiet)
+                    median_ms, measured_part, peak_rss_mb)
 
 DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 
@@ -214,20 +213,10 @@ def main():
               "refeed_runs": args.refeed_runs, "parts": {}}
     for model in args.models.split(","):
         for dtype in args.dtypes.split(","):
-            quiet = wait_quiet(args.max_load, max_wait_s=args.max_wait)
-            cmd = [sys.executable, __file__, "--part", f"{model}:{dtype}"] + [
-                a for a in sys.argv[1:]]
-            t = time.time()
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            entry = {"machine": quiet, "load1_at_end": round(os.getloadavg()[0], 2),
-                     "wall_s": round(time.time() - t, 1)}
-            if p.returncode == 0:
-                entry.update(json.loads(p.stdout.strip().splitlines()[-1]))
-            else:
-                entry["error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-                print(p.stderr, file=sys.stderr)
-            report["parts"][f"{model}-{dtype}"] = entry
-            print(f"reference {model} {dtype}: {json.dumps(entry)[:300]}", file=sys.stderr)
+            cmd = [sys.executable, __file__, "--part", f"{model}:{dtype}"] + sys.argv[1:]
+            report["parts"][f"{model}-{dtype}"] = measured_part(
+                cmd, args.max_load, args.max_wait, f"reference {model} {dtype}",
+                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     print(json.dumps(report, indent=1))
 
 

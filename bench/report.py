@@ -91,7 +91,7 @@ def hbar_svg(title, rows, unit, log=False, note=""):
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 110}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
-           f'<rect width="100%" height="100%" fill="white"/>',
+           '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="10" y="20" font-size="14" font-weight="bold">{esc(title)}</text>',
            f'<text x="10" y="36" fill="#555">{esc(unit + (" (log scale)" if log else "") + note)}</text>']
     for i, (label, v, fam) in enumerate(rows):

@@ -80,3 +80,27 @@ pub enum EvalError {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+/// A short rendering of an offending JSON value for error messages (long values are cut
+/// after 60 characters).
+pub(crate) fn show(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+/// A JSON value read as a token position, or the reason it is not one.
+pub(crate) fn token_position(value: &serde_json::Value) -> std::result::Result<usize, String> {
+    value
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            format!(
+                "expected a token position (an integer >= 0), got {}",
+                show(value)
+            )
+        })
+}

@@ -23,7 +23,7 @@ use std::path::Path;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::error::{EvalError, Result};
+use crate::error::{show, token_position, EvalError, Result};
 use crate::latency::Span;
 use crate::risk::RiskLevel;
 
@@ -253,18 +253,7 @@ impl Fields<'_> {
 
     fn position(&self, field: &'static str) -> Result<usize> {
         let value = self.require(field)?;
-        value
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| {
-                self.invalid(
-                    field,
-                    format!(
-                        "expected a token position (an integer >= 0), got {}",
-                        show(value)
-                    ),
-                )
-            })
+        token_position(value).map_err(|reason| self.invalid(field, reason))
     }
 
     fn optional_position(&self, field: &'static str) -> Result<Option<usize>> {
@@ -300,16 +289,6 @@ impl Fields<'_> {
                 })
             })
             .collect()
-    }
-}
-
-/// A short rendering of an offending value for error messages (long strings are cut).
-fn show(value: &Value) -> String {
-    let text = value.to_string();
-    const MAX: usize = 60;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text,
     }
 }
 

@@ -13,6 +13,7 @@ use qwen3guard::{Message, Role};
 use serde_json::Value;
 
 use super::{task_name, DatasetError, RawRow, Result, RowRef};
+use crate::error::{show, token_position};
 use crate::latency::Span;
 use crate::risk::RiskLevel;
 
@@ -267,24 +268,17 @@ fn toxicchat(row: &Row<'_>) -> Result<Converted> {
 }
 
 fn wildguardtest(row: &Row<'_>, task: Task) -> Result<Converted> {
-    let prompt = row.text("prompt")?;
-    let response = row.optional_text("response")?;
-    let label = match task {
-        Task::Prompt => row.optional_word("prompt_harm_label", HARM)?,
-        Task::Response => {
-            if response.as_deref().is_none_or(str::is_empty) {
-                return Ok(Converted::Skip("no response"));
-            }
-            row.optional_word("response_harm_label", HARM)?
-        }
-    };
-    let Some(label) = label else {
-        return Ok(Converted::Skip(match task {
-            Task::Prompt => "no prompt_harm_label",
-            Task::Response => "no response_harm_label",
-        }));
-    };
-    Ok(one(row.id("id"), exchange(prompt, response), label, None))
+    let conversation = (row.text("prompt")?, row.optional_text("response")?);
+    labelled_exchange(
+        row,
+        task,
+        conversation,
+        [
+            ("prompt_harm_label", "no prompt_harm_label"),
+            ("response_harm_label", "no response_harm_label"),
+        ],
+        HARM,
+    )
 }
 
 fn aegis2(row: &Row<'_>, task: Task) -> Result<Converted> {
@@ -295,20 +289,37 @@ fn aegis2(row: &Row<'_>, task: Task) -> Result<Converted> {
         ));
     }
     let response = row.optional_text("response")?.filter(|r| !r.is_empty());
-    let label = match task {
-        Task::Prompt => row.optional_word("prompt_label", SAFE_UNSAFE)?,
-        Task::Response => {
-            if response.is_none() {
-                return Ok(Converted::Skip("no response"));
-            }
-            row.optional_word("response_label", SAFE_UNSAFE)?
-        }
+    labelled_exchange(
+        row,
+        task,
+        (prompt, response),
+        [
+            ("prompt_label", "no prompt_label"),
+            ("response_label", "no response_label"),
+        ],
+        SAFE_UNSAFE,
+    )
+}
+
+/// A prompt with an optional response, labelled for each task in a column of its own:
+/// `columns` gives the prompt task's column and the reason counted when it is empty, then
+/// the response task's. A response task skips rows without a response.
+fn labelled_exchange(
+    row: &Row<'_>,
+    task: Task,
+    (prompt, response): (String, Option<String>),
+    columns: [(&str, &'static str); 2],
+    words: &[(&str, RiskLevel)],
+) -> Result<Converted> {
+    let (column, unlabelled) = match task {
+        Task::Prompt => columns[0],
+        Task::Response => columns[1],
     };
-    let Some(label) = label else {
-        return Ok(Converted::Skip(match task {
-            Task::Prompt => "no prompt_label",
-            Task::Response => "no response_label",
-        }));
+    if task == Task::Response && response.as_deref().is_none_or(str::is_empty) {
+        return Ok(Converted::Skip("no response"));
+    }
+    let Some(label) = row.optional_word(column, words)? else {
+        return Ok(Converted::Skip(unlabelled));
     };
     Ok(one(row.id("id"), exchange(prompt, response), label, None))
 }
@@ -624,19 +635,9 @@ impl Row<'_> {
         let Some(value) = self.get(field) else {
             return Ok(None);
         };
-        value
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
+        token_position(value)
             .map(Some)
-            .ok_or_else(|| {
-                self.invalid(
-                    field,
-                    format!(
-                        "expected a token position (an integer >= 0), got {}",
-                        show(value)
-                    ),
-                )
-            })
+            .map_err(|reason| self.invalid(field, reason))
     }
 
     /// `unsafe_start_index` and `unsafe_end_index`: both or neither.
@@ -713,16 +714,6 @@ impl Row<'_> {
             messages.push(Message::new(role, content));
         }
         Ok(messages)
-    }
-}
-
-/// A short rendering of an offending value (long values are cut).
-fn show(value: &Value) -> String {
-    let text = value.to_string();
-    const MAX: usize = 60;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text,
     }
 }
 
