@@ -200,36 +200,43 @@ pub fn run(guard: &Guard, dataset: &Dataset, options: &RunOptions) -> Result<Run
         with_reasoning: in_scope.iter().filter(|s| s.has_reasoning()).count(),
         failed: Vec::new(),
     };
-    for sample in in_scope.iter().filter(|s| !done.contains(&s.key())) {
-        let line = match predict(guard, split.as_ref(), sample, dataset.task, options) {
-            Ok(line) => line,
-            Err(source) if options.skip_errors => {
-                bar.println(format!(
-                    "skipped {} (id {}): {source}",
-                    sample.row,
-                    sample.key()
-                ));
-                summary
-                    .failed
-                    .push((sample.row, sample.key(), source.to_string()));
-                bar.inc(1);
-                continue;
-            }
-            Err(source) => {
-                bar.abandon();
-                return Err(RunError::Sample {
-                    at: sample.row,
-                    id: sample.key(),
-                    source: Box::new(source),
-                });
-            }
-        };
-        // One write per line, flushed at once: an interruption leaves at most one partial
-        // line, which the next run removes.
-        out.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
-        out.flush().map_err(io)?;
-        summary.written += 1;
-        bar.inc(1);
+    let todo: Vec<&Sample> = in_scope
+        .iter()
+        .filter(|s| !done.contains(&s.key()))
+        .collect();
+    for chunk in todo.chunks(BATCH) {
+        let lines = predict(guard, split.as_ref(), chunk, dataset.task, options);
+        for (sample, line) in chunk.iter().zip(lines) {
+            let line = match line {
+                Ok(line) => line,
+                Err(source) if options.skip_errors => {
+                    bar.println(format!(
+                        "skipped {} (id {}): {source}",
+                        sample.row,
+                        sample.key()
+                    ));
+                    summary
+                        .failed
+                        .push((sample.row, sample.key(), source.to_string()));
+                    bar.inc(1);
+                    continue;
+                }
+                Err(source) => {
+                    bar.abandon();
+                    return Err(RunError::Sample {
+                        at: sample.row,
+                        id: sample.key(),
+                        source: Box::new(source),
+                    });
+                }
+            };
+            // One write per line, flushed at once: an interruption leaves at most one
+            // partial line, which the next run removes.
+            out.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+            out.flush().map_err(io)?;
+            summary.written += 1;
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
     Ok(summary)
@@ -250,24 +257,48 @@ fn progress_bar(enabled: bool, len: usize, done: usize) -> ProgressBar {
     bar
 }
 
-/// Judges one sample and renders its output line.
+/// Samples judged together: Gen moderates them in shared forward passes
+/// ([`GenGuard::moderate_batch`]; 1.4-1.7 times the throughput of one at a time for 4-8
+/// requests on a 2-core machine), at the cost of losing at most this many samples' work to
+/// an interruption.
+const BATCH: usize = 8;
+
+/// Judges `samples` and renders their output lines, in order.
 fn predict(
     guard: &Guard,
     split: Option<&SplitTokens>,
-    sample: &Sample,
+    samples: &[&Sample],
     task: Task,
     options: &RunOptions,
-) -> qwen3guard::Result<String> {
-    let line = match (guard, task, split) {
-        (Guard::Gen(gen), _, _) => serde_json::to_string(&gen_line(gen, sample, options)?),
-        (Guard::Stream(stream), Task::Response, Some(split)) => serde_json::to_string(
-            &stream_response_line(stream, split, sample, options.thinking)?,
-        ),
-        (Guard::Stream(stream), _, _) => {
-            serde_json::to_string(&stream_prompt_line(stream, sample)?)
-        }
-    };
-    line.map_err(|e| qwen3guard::Error::Session(format!("cannot serialize the prediction: {e}")))
+) -> Vec<qwen3guard::Result<String>> {
+    let lines: Vec<qwen3guard::Result<Result<String, serde_json::Error>>> =
+        match (guard, task, split) {
+            (Guard::Gen(gen), _, _) => gen_lines(gen, samples, options)
+                .into_iter()
+                .map(|line| line.map(|line| serde_json::to_string(&line)))
+                .collect(),
+            (Guard::Stream(stream), Task::Response, Some(split)) => samples
+                .iter()
+                .map(|sample| {
+                    stream_response_line(stream, split, sample, options.thinking)
+                        .map(|line| serde_json::to_string(&line))
+                })
+                .collect(),
+            (Guard::Stream(stream), _, _) => samples
+                .iter()
+                .map(|sample| {
+                    stream_prompt_line(stream, sample).map(|line| serde_json::to_string(&line))
+                })
+                .collect(),
+        };
+    lines
+        .into_iter()
+        .map(|line| {
+            line?.map_err(|e| {
+                qwen3guard::Error::Session(format!("cannot serialize the prediction: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// A Gen output line.
@@ -284,33 +315,53 @@ struct GenLine<'a> {
     messages: Vec<Message>,
 }
 
-fn gen_line<'a>(
+fn gen_lines<'a>(
     gen: &GenGuard,
-    sample: &'a Sample,
+    samples: &[&'a Sample],
     options: &RunOptions,
-) -> qwen3guard::Result<GenLine<'a>> {
-    let stripped;
-    let conversation = if options.thinking || !sample.has_reasoning() {
-        &sample.conversation
-    } else {
-        stripped = without_reasoning(&sample.conversation)?;
-        &stripped
-    };
-    let messages = conversation.messages().to_vec();
-    let verdict = gen.moderate(conversation, &options.gen)?;
-    Ok(GenLine {
-        id: &sample.id,
-        record: GenRecord {
-            label: sample.label,
-            guard_predict: verdict.generated_text,
-        },
-        safety: verdict.safety.map(Severity::as_str),
-        categories: verdict.categories,
-        refusal: verdict.refusal,
-        unsafe_score: round4(verdict.scores.unsafe_ + verdict.scores.controversial),
-        scores: verdict.scores,
-        messages,
-    })
+) -> Vec<qwen3guard::Result<GenLine<'a>>> {
+    // The conversation each sample is judged on (reasoning removed unless asked for).
+    let judged: Vec<qwen3guard::Result<std::borrow::Cow<'a, Conversation>>> = samples
+        .iter()
+        .map(|sample| {
+            if options.thinking || !sample.has_reasoning() {
+                Ok(std::borrow::Cow::Borrowed(&sample.conversation))
+            } else {
+                without_reasoning(&sample.conversation).map(std::borrow::Cow::Owned)
+            }
+        })
+        .collect();
+    let requests: Vec<(&Conversation, GenOptions)> = judged
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|c| (c.as_ref(), options.gen))
+        .collect();
+    let mut verdicts = gen.moderate_batch(&requests).into_iter();
+    samples
+        .iter()
+        .zip(judged)
+        .map(|(sample, conversation)| {
+            let conversation = conversation?;
+            let verdict = verdicts.next().unwrap_or_else(|| {
+                Err(qwen3guard::Error::Session(
+                    "a batched request gave no result".into(),
+                ))
+            })?;
+            Ok(GenLine {
+                id: &sample.id,
+                record: GenRecord {
+                    label: sample.label,
+                    guard_predict: verdict.generated_text,
+                },
+                safety: verdict.safety.map(Severity::as_str),
+                categories: verdict.categories,
+                refusal: verdict.refusal,
+                unsafe_score: round4(verdict.scores.unsafe_ + verdict.scores.controversial),
+                scores: verdict.scores,
+                messages: conversation.messages().to_vec(),
+            })
+        })
+        .collect()
 }
 
 /// The conversation with every assistant message's `<think>` block removed: what follows

@@ -1,12 +1,18 @@
 //! Qwen3Guard-Gen: the verdict written as text, decoded greedily, plus label scores.
 //!
 //! A request runs in three steps, all exact with respect to plain greedy decoding:
-//! 1. the cached preamble ([`preamble`]) is copied and only the rest of the prompt runs;
+//! 1. the cached preamble ([`Preamble`]) is copied and only the rest of the prompt runs;
 //! 2. the prompt's forward also carries the forced start of the answer, `Safety:`, which
 //!    yields the label scores in the same pass;
-//! 3. decoding proposes the answer's fixed words ([`draft`]) and keeps what the model's
+//! 3. decoding proposes the answer's fixed words ([`FormatTrie`]) and keeps what the model's
 //!    own greedy choice confirms, so only the label and category tokens cost a step each.
+//!
+//! Each request's decoding is a sequence of steps (`decoder.rs`) that a driver runs
+//! (`batch.rs`): alone for [`GenGuard::moderate`], several requests' steps in shared passes
+//! for [`GenGuard::moderate_batch`].
 
+mod batch;
+mod decoder;
 mod draft;
 mod preamble;
 
@@ -21,6 +27,8 @@ use crate::error::{Error, Result};
 use crate::model::{Backbone, KvCache, LmHead};
 use crate::policy::{parse_gen_output, Severity, SeverityProbs};
 use crate::prompt::{Conversation, Prompter, RenderOptions, RenderedPrompt, Task};
+
+use decoder::Decoder;
 
 pub use draft::FormatTrie;
 pub use preamble::Preamble;
@@ -112,18 +120,6 @@ impl std::fmt::Debug for GenGuard {
     }
 }
 
-/// One decoding run's state.
-struct Decoder<'a> {
-    model: &'a GenModel,
-    cache: KvCache,
-    /// Tokens generated so far.
-    generated: Vec<u32>,
-    scores: Option<Scores>,
-    max_new_tokens: usize,
-    /// Forward passes run (for tests and diagnostics).
-    steps: usize,
-}
-
 impl GenGuard {
     /// Loads a Gen checkpoint.
     pub fn load(checkpoint: &Checkpoint, options: &LoadOptions) -> Result<Self> {
@@ -213,10 +209,56 @@ impl GenGuard {
         conversation: &Conversation,
         options: &GenOptions,
     ) -> Result<GenVerdict> {
+        match self.moderate_batch(&[(conversation, *options)]).pop() {
+            Some(result) => result,
+            None => Err(Error::Session("a batch of one gave no result".into())),
+        }
+    }
+
+    /// Moderates several conversations together: their forward passes are shared (the
+    /// weights are read once per step for all of them), and each result is the one
+    /// [`Self::moderate`] gives for that request alone. One request's error (a
+    /// conversation too long, say) leaves the others' results intact.
+    pub fn moderate_batch(
+        &self,
+        requests: &[(&Conversation, GenOptions)],
+    ) -> Vec<Result<GenVerdict>> {
+        let m = &*self.model;
+        let mut prompts = Vec::with_capacity(requests.len());
+        let mut decoders = Vec::with_capacity(requests.len());
+        let mut errors = Vec::with_capacity(requests.len());
+        for (conversation, options) in requests {
+            let (prompt, decoder, error) = match self.prepare(conversation, options) {
+                Ok((prompt, decoder)) => (prompt, decoder, None),
+                // A placeholder that never runs: its request already failed.
+                Err(err) => (Vec::new(), m.idle_decoder(), Some(err)),
+            };
+            prompts.push(prompt);
+            decoders.push(decoder);
+            errors.push(error);
+        }
+        batch::run_all(m, &mut decoders, &mut errors);
+        decoders
+            .into_iter()
+            .zip(errors)
+            .zip(prompts)
+            .zip(requests)
+            .map(|(((decoder, error), ids), (_, options))| match error {
+                Some(err) => Err(err),
+                None => m.conclude(decoder, &ids, options),
+            })
+            .collect()
+    }
+
+    /// Renders a request and sets up its decoding: the prompt's ids and the decoder.
+    fn prepare<'m>(
+        &'m self,
+        conversation: &Conversation,
+        options: &GenOptions,
+    ) -> Result<(Vec<u32>, Decoder<'m>)> {
         let m = &*self.model;
         let task = conversation.task();
-        let prompt = self.render(conversation)?;
-        let ids = &prompt.token_ids;
+        let ids = self.render(conversation)?.token_ids;
         let max = m.backbone.config().max_position_embeddings;
         // One position must remain for the first generated token.
         if ids.len() + 1 > max {
@@ -226,51 +268,18 @@ impl GenGuard {
             });
         }
         let (cache, reused) = match (options.prefix_cache, m.preamble(task)) {
-            (true, Some(preamble)) => preamble.start(ids)?,
+            (true, Some(preamble)) => preamble.start(&ids)?,
             _ => (m.backbone.new_cache(), 0),
         };
-        let format = &m.formats[task_index(task)];
-        let mut decoder = Decoder {
-            model: m,
+        let verdict = options.verdict_only.then_some(options.categories);
+        let decoder = Decoder::new(
+            m,
             cache,
-            generated: Vec::new(),
-            scores: None,
-            max_new_tokens: options.max_new_tokens,
-            steps: 0,
-        };
-        if options.verdict_only {
-            decoder.force_verdict(&ids[reused..], format, options.categories)?;
-        } else {
-            decoder.run(&ids[reused..], format, options.format_drafts)?;
-        }
-        let scores = match decoder.scores {
-            Some(scores) => scores,
-            None => {
-                // The answer did not start with `Safety:`; score it teacher-forced on the
-                // prompt's cache (whatever part of the prompt is not cached runs first).
-                let have = decoder.cache.len().min(ids.len());
-                decoder.cache.truncate(have);
-                let mut feed = ids[have..].to_vec();
-                feed.extend(&m.safety_prefix);
-                let logits = m.logits(&feed, &mut decoder.cache, 1)?;
-                m.label_scores(&logits[0])
-            }
-        };
-        let generated_text = m.prompter.tokenizer().decode(&decoder.generated, true)?;
-        let mut parsed = parse_gen_output(&generated_text);
-        if options.verdict_only {
-            // The label is read from the scores; decoding (if any) only adds categories.
-            parsed.safety = Some(scores.best());
-        }
-        Ok(GenVerdict {
-            safety: parsed.safety,
-            categories: parsed.categories,
-            refusal: parsed.refusal,
-            scores,
-            generated_text,
-            generated_token_ids: decoder.generated,
-            prompt_tokens: ids.len(),
-        })
+            ids[reused..].to_vec(),
+            &m.formats[task_index(task)],
+            (options.max_new_tokens, options.format_drafts, verdict),
+        );
+        Ok((ids, decoder))
     }
 
     /// Final-norm hidden states and logits at the last prompt position; for parity tests
@@ -287,105 +296,56 @@ impl GenGuard {
     }
 }
 
-impl Decoder<'_> {
-    /// Greedy decoding from `pending` (tokens not yet in the cache; the last of them is
-    /// the last prompt or generated token). With `drafts`, each step also carries the
-    /// answer's forced continuation and keeps what greedy decoding confirms.
-    fn run(&mut self, pending: &[u32], format: &FormatTrie, drafts: bool) -> Result<()> {
-        let m = self.model;
-        let max = m.backbone.config().max_position_embeddings;
-        let mut pending = pending.to_vec();
-        let mut cursor = self
-            .generated
-            .iter()
-            .fold(format.root(), |c, &id| format.advance(c, id));
-        while self.generated.len() < self.max_new_tokens && self.cache.len() + pending.len() <= max
-        {
-            let budget = self.max_new_tokens - self.generated.len();
-            let room = max - self.cache.len() - pending.len();
-            let draft = if drafts {
-                format.draft(cursor, (budget - 1).min(room))
-            } else {
-                Vec::new()
-            };
-            let base = self.cache.len();
-            let mut feed = pending.clone();
-            feed.extend(&draft);
-            // Logits at the last pending position and at every draft position.
-            let logits = m.logits(&feed, &mut self.cache, draft.len() + 1)?;
-            self.steps += 1;
-            let mut accepted = 0;
-            let mut stopped = false;
-            for (row, expected) in logits.iter().zip(draft.iter().map(Some).chain([None])) {
-                let next = self.choose(row);
-                cursor = format.advance(cursor, next);
-                if m.stop_ids.contains(&next) || self.generated.len() >= self.max_new_tokens {
-                    stopped = true;
-                    break;
-                }
-                if expected != Some(&next) {
-                    break;
-                }
-                accepted += 1;
-            }
-            // Keep the cache entries of the pending tokens and of confirmed drafts only.
-            self.cache.truncate(base + pending.len() + accepted);
-            if stopped {
-                break;
-            }
-            pending = self
-                .generated
-                .last()
-                .map(|&id| vec![id])
-                .unwrap_or_default();
-        }
-        Ok(())
-    }
-
-    /// Verdict-only: runs the prompt with `Safety:` forced after it, reads the scores, and
-    /// decodes further only if the label is not Safe (or `categories`).
-    fn force_verdict(
-        &mut self,
-        pending: &[u32],
-        format: &FormatTrie,
-        categories: bool,
-    ) -> Result<()> {
-        let m = self.model;
-        let mut feed = pending.to_vec();
-        feed.extend(&m.safety_prefix);
-        let last = m.backbone.forward_last(&feed, &mut self.cache, 1)?;
-        // The three label logits alone decide a Safe verdict; the whole vocabulary is
-        // projected only when decoding goes on.
-        let labels = m.lm_head.select(&rows(&last)?.remove(0), &m.label_ids)?;
-        let scores = Scores::from_logits([labels[0], labels[1], labels[2]]);
-        self.scores = Some(scores);
-        // Decoding goes on for categories, unless no token may be decoded at all.
-        if (scores.best() == Severity::Safe && !categories) || self.max_new_tokens == 0 {
-            return Ok(());
-        }
-        self.generated = m.safety_prefix.clone();
-        let logits = rows(&m.lm_head.forward(&last)?)?.remove(0);
-        let next = self.choose(&logits);
-        if !m.stop_ids.contains(&next) {
-            self.run(&[next], format, true)?;
-        }
-        Ok(())
-    }
-
-    /// Greedy choice from `logits`, capturing the label scores when the answer so far is
-    /// exactly `Safety:`.
-    fn choose(&mut self, logits: &[f32]) -> u32 {
-        let m = self.model;
-        if self.scores.is_none() && self.generated == m.safety_prefix {
-            self.scores = Some(m.label_scores(logits));
-        }
-        let next = argmax(logits);
-        self.generated.push(next);
-        next
-    }
-}
-
 impl GenModel {
+    /// The verdict of a finished decoding of the prompt `ids`.
+    fn conclude(
+        &self,
+        mut decoder: Decoder<'_>,
+        ids: &[u32],
+        options: &GenOptions,
+    ) -> Result<GenVerdict> {
+        let scores = match decoder.scores {
+            Some(scores) => scores,
+            None => {
+                // The answer did not start with `Safety:`; score it teacher-forced on the
+                // prompt's cache (whatever part of the prompt is not cached runs first).
+                let have = decoder.cache.len().min(ids.len());
+                decoder.cache.truncate(have);
+                let mut feed = ids[have..].to_vec();
+                feed.extend(&self.safety_prefix);
+                let logits = self.logits(&feed, &mut decoder.cache, 1)?;
+                self.label_scores(&logits[0])
+            }
+        };
+        let generated_text = self.prompter.tokenizer().decode(&decoder.generated, true)?;
+        let mut parsed = parse_gen_output(&generated_text);
+        if options.verdict_only {
+            // The label is read from the scores; decoding (if any) only adds categories.
+            parsed.safety = Some(scores.best());
+        }
+        Ok(GenVerdict {
+            safety: parsed.safety,
+            categories: parsed.categories,
+            refusal: parsed.refusal,
+            scores,
+            generated_text,
+            generated_token_ids: decoder.generated,
+            prompt_tokens: ids.len(),
+        })
+    }
+
+    /// A decoder with nothing to run, standing in for a request that failed before it
+    /// started.
+    fn idle_decoder(&self) -> Decoder<'_> {
+        Decoder::new(
+            self,
+            self.backbone.new_cache(),
+            Vec::new(),
+            &self.formats[0],
+            (0, false, None),
+        )
+    }
+
     /// The preamble cache of `task`, computed on first use.
     fn preamble(&self, task: Task) -> Option<&Preamble> {
         self.preambles[task_index(task)]
@@ -453,15 +413,18 @@ mod tests {
         drafts: bool,
     ) -> (Vec<u32>, usize) {
         let m = &*guard.model;
-        let mut d = Decoder {
-            model: m,
-            cache: m.backbone.new_cache(),
-            generated: Vec::new(),
-            scores: None,
-            max_new_tokens: 10,
-            steps: 0,
-        };
-        d.run(ids, format, drafts).unwrap();
+        let cache = m.backbone.new_cache();
+        let mut d = [Decoder::new(
+            m,
+            cache,
+            ids.to_vec(),
+            format,
+            (10, drafts, None),
+        )];
+        let mut errors = [None];
+        batch::run_all(m, &mut d, &mut errors);
+        assert!(errors[0].is_none(), "{:?}", errors[0]);
+        let [d] = d;
         (d.generated, d.steps)
     }
 
@@ -589,6 +552,59 @@ mod tests {
             assert_eq!(bare.scores, verdict.scores);
             assert_eq!(bare.safety, verdict.safety);
             assert!(bare.generated_token_ids.is_empty());
+        }
+    }
+
+    /// Requests moderated together get exactly what each gets alone, whatever their mix
+    /// of tasks and modes, and one request's error stays its own.
+    #[test]
+    fn a_batch_gives_each_request_its_own_result() {
+        for precision in [Precision::F32, Precision::Q8] {
+            let guard = guard_in(precision);
+            let long = "word ".repeat(3000);
+            let conversations = [
+                Conversation::from_prompt("How can I make a bomb?", None),
+                Conversation::from_prompt("How do I bake bread?", Some("Mix flour and water.")),
+                Conversation::from_prompt(&long, None),
+                Conversation::from_prompt("Tell me a joke about cats.", None),
+            ];
+            let full = GenOptions {
+                max_new_tokens: 12,
+                ..GenOptions::default()
+            };
+            let modes = [
+                full,
+                GenOptions {
+                    verdict_only: true,
+                    categories: true,
+                    ..full
+                },
+                GenOptions {
+                    prefix_cache: false,
+                    format_drafts: false,
+                    ..full
+                },
+            ];
+            let requests: Vec<(&Conversation, GenOptions)> = conversations
+                .iter()
+                .flat_map(|c| modes.iter().map(move |o| (c, *o)))
+                .collect();
+            let together = guard.moderate_batch(&requests);
+            assert_eq!(together.len(), requests.len());
+            for ((conv, options), got) in requests.iter().zip(together) {
+                match (guard.moderate(conv, options), got) {
+                    (Ok(alone), Ok(got)) => {
+                        assert_eq!(got.generated_token_ids, alone.generated_token_ids);
+                        assert_eq!(got.scores, alone.scores);
+                        assert_eq!(got.safety, alone.safety);
+                    }
+                    (Err(alone), Err(got)) => {
+                        assert!(matches!(got, Error::ContextTooLong { .. }), "{got}");
+                        assert_eq!(got.to_string(), alone.to_string());
+                    }
+                    (alone, got) => panic!("alone {alone:?}, together {got:?}"),
+                }
+            }
         }
     }
 }

@@ -116,26 +116,50 @@ impl Backbone {
     ///
     /// Nothing is chunked here: the caller (a scheduler) sizes the batch.
     pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        for item in items.iter() {
-            self.check(item.ids, item.cache)?;
-        }
-        let offsets: Vec<usize> = items.iter().map(|item| item.cache.len()).collect();
         let keep: Vec<usize> = items.iter().map(|item| item.ids.len()).collect();
-        let rows = self.forward_rows(items, &keep).inspect_err(|_| {
-            for (item, &offset) in items.iter_mut().zip(&offsets) {
-                item.cache.truncate(offset);
-            }
-        })?;
         let hidden = self.cfg.hidden_size;
-        rows.into_iter()
+        self.forward_batch_last(items, &keep)?
+            .into_iter()
             .map(|r| {
                 let len = r.len() / hidden;
                 Ok(Tensor::from_vec(r, (len, hidden), &self.device)?)
             })
             .collect()
+    }
+
+    /// Like [`Self::forward_batch`], but returns only the final hidden states of each
+    /// item's last `keep[i]` positions, row-major `(keep[i], hidden)`, equal to those rows
+    /// of its full result (the last layer skips the other positions, as in
+    /// [`Self::forward_last`]). On failure every cache is left as it was.
+    pub fn forward_batch_last(
+        &self,
+        items: &mut [BatchItem<'_>],
+        keep: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if keep.len() != items.len() {
+            return Err(Error::Session(format!(
+                "{} row counts for a batch of {} sequences",
+                keep.len(),
+                items.len()
+            )));
+        }
+        for item in items.iter() {
+            self.check(item.ids, item.cache)?;
+        }
+        let keep: Vec<usize> = items
+            .iter()
+            .zip(keep)
+            .map(|(item, &k)| k.min(item.ids.len()))
+            .collect();
+        let offsets: Vec<usize> = items.iter().map(|item| item.cache.len()).collect();
+        self.forward_rows(items, &keep).inspect_err(|_| {
+            for (item, &offset) in items.iter_mut().zip(&offsets) {
+                item.cache.truncate(offset);
+            }
+        })
     }
 
     /// Rejects input the model cannot run after `cache`.

@@ -1,0 +1,217 @@
+//! One moderation's decoding as a sequence of steps.
+//!
+//! Each step says which tokens to run next and how many of their final rows it needs
+//! ([`Decoder::step`]); whoever drives it runs them, possibly in one pass with other
+//! moderations' steps ([`super::batch`]), and hands the rows back ([`Decoder::finish`]).
+//! Keeping the forward passes outside is what lets several requests share them.
+
+use crate::error::Result;
+use crate::model::KvCache;
+use crate::policy::Severity;
+
+use super::draft::{Cursor, FormatTrie};
+use super::{argmax, GenModel, Scores};
+
+/// Where a decoding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Verdict-only: the prompt runs with `Safety:` forced after it; decoding goes on
+    /// afterwards only for a label other than Safe, or always with `categories`.
+    Verdict { categories: bool },
+    /// Greedy decoding, with the answer's fixed words drafted if `drafts` is set.
+    Decode,
+    /// Nothing more to run.
+    Done,
+}
+
+/// The tokens one step runs and what it needs back.
+#[derive(Debug)]
+pub(super) struct Step {
+    /// Token ids to run after the decoder's cache.
+    pub feed: Vec<u32>,
+    /// How many final hidden rows (the last ones) the step needs.
+    pub rows: usize,
+    /// Whether it also needs those rows' logits over the whole vocabulary.
+    pub logits: bool,
+}
+
+/// One decoding run's state.
+pub(super) struct Decoder<'m> {
+    model: &'m GenModel,
+    /// The sequence's cache; the driver runs each step's feed on it.
+    pub cache: KvCache,
+    /// Tokens generated so far.
+    pub generated: Vec<u32>,
+    /// Label scores, once read.
+    pub scores: Option<Scores>,
+    max_new_tokens: usize,
+    /// Decoding passes run (for tests and diagnostics).
+    pub steps: usize,
+    format: &'m FormatTrie,
+    drafts: bool,
+    phase: Phase,
+    /// Tokens not yet in the cache; the last is the last prompt or generated token.
+    pending: Vec<u32>,
+    cursor: Cursor,
+    /// The step in flight: the cache length before it and the tokens it drafted.
+    base: usize,
+    draft: Vec<u32>,
+}
+
+impl<'m> Decoder<'m> {
+    /// A decoding of up to `max_new_tokens` tokens after `pending` (the prompt's tokens
+    /// not in `cache`); `verdict` is `Some(categories)` for verdict-only mode.
+    pub fn new(
+        model: &'m GenModel,
+        cache: KvCache,
+        pending: Vec<u32>,
+        format: &'m FormatTrie,
+        (max_new_tokens, drafts, verdict): (usize, bool, Option<bool>),
+    ) -> Self {
+        Decoder {
+            model,
+            cache,
+            generated: Vec::new(),
+            scores: None,
+            max_new_tokens,
+            steps: 0,
+            format,
+            drafts,
+            phase: match verdict {
+                Some(categories) => Phase::Verdict { categories },
+                None => Phase::Decode,
+            },
+            pending,
+            cursor: format.root(),
+            base: 0,
+            draft: Vec::new(),
+        }
+    }
+
+    /// The next step to run, or `None` when the decoding is over.
+    pub fn step(&mut self) -> Option<Step> {
+        let m = self.model;
+        match self.phase {
+            Phase::Done => None,
+            Phase::Verdict { .. } => {
+                let mut feed = self.pending.clone();
+                feed.extend(&m.safety_prefix);
+                Some(Step {
+                    feed,
+                    rows: 1,
+                    logits: false,
+                })
+            }
+            Phase::Decode => {
+                let max = m.backbone.config().max_position_embeddings;
+                let used = self.cache.len() + self.pending.len();
+                if self.generated.len() >= self.max_new_tokens || used > max {
+                    self.phase = Phase::Done;
+                    return None;
+                }
+                let budget = self.max_new_tokens - self.generated.len();
+                self.draft = if self.drafts {
+                    self.format.draft(self.cursor, (budget - 1).min(max - used))
+                } else {
+                    Vec::new()
+                };
+                self.base = self.cache.len();
+                let mut feed = self.pending.clone();
+                feed.extend(&self.draft);
+                // Logits at the last pending position and at every draft position.
+                Some(Step {
+                    feed,
+                    rows: self.draft.len() + 1,
+                    logits: true,
+                })
+            }
+        }
+    }
+
+    /// Takes the results of the step [`Self::step`] returned, after its feed ran on the
+    /// cache: its final hidden rows, and their logits if the step asked for them.
+    pub fn finish(&mut self, hidden: &[Vec<f32>], logits: &[Vec<f32>]) -> Result<()> {
+        match self.phase {
+            Phase::Verdict { categories } => self.finish_verdict(hidden, categories),
+            Phase::Decode => {
+                self.finish_decode(logits);
+                Ok(())
+            }
+            Phase::Done => Ok(()),
+        }
+    }
+
+    /// The verdict pass: the three label logits alone decide a Safe verdict; the whole
+    /// vocabulary is projected only when decoding goes on.
+    fn finish_verdict(&mut self, hidden: &[Vec<f32>], categories: bool) -> Result<()> {
+        let m = self.model;
+        self.phase = Phase::Done;
+        let Some(last) = hidden.last() else {
+            return Ok(());
+        };
+        let labels = m.lm_head.select(last, &m.label_ids)?;
+        let scores = Scores::from_logits([labels[0], labels[1], labels[2]]);
+        self.scores = Some(scores);
+        if (scores.best() == Severity::Safe && !categories) || self.max_new_tokens == 0 {
+            return Ok(());
+        }
+        self.generated = m.safety_prefix.clone();
+        let logits = m.vocabulary_logits(last)?;
+        let next = self.choose(&logits);
+        if !m.stop_ids.contains(&next) {
+            self.cursor = self
+                .generated
+                .iter()
+                .fold(self.format.root(), |c, &id| self.format.advance(c, id));
+            self.pending = vec![next];
+            self.phase = Phase::Decode;
+        }
+        Ok(())
+    }
+
+    /// A decoding pass: keeps the drafted tokens greedy decoding confirms.
+    fn finish_decode(&mut self, logits: &[Vec<f32>]) {
+        let m = self.model;
+        self.steps += 1;
+        let mut accepted = 0;
+        let mut stopped = false;
+        let draft = std::mem::take(&mut self.draft);
+        let expected = draft.iter().copied().map(Some).chain([None]);
+        for (row, expected) in logits.iter().zip(expected) {
+            let next = self.choose(row);
+            self.cursor = self.format.advance(self.cursor, next);
+            if m.stop_ids.contains(&next) || self.generated.len() >= self.max_new_tokens {
+                stopped = true;
+                break;
+            }
+            if expected != Some(next) {
+                break;
+            }
+            accepted += 1;
+        }
+        // Keep the cache entries of the pending tokens and of confirmed drafts only.
+        self.cache
+            .truncate(self.base + self.pending.len() + accepted);
+        if stopped {
+            self.phase = Phase::Done;
+            return;
+        }
+        self.pending = self
+            .generated
+            .last()
+            .map(|&id| vec![id])
+            .unwrap_or_default();
+    }
+
+    /// Greedy choice from `logits`, capturing the label scores when the answer so far is
+    /// exactly `Safety:`.
+    fn choose(&mut self, logits: &[f32]) -> u32 {
+        let m = self.model;
+        if self.scores.is_none() && self.generated == m.safety_prefix {
+            self.scores = Some(m.label_scores(logits));
+        }
+        let next = argmax(logits);
+        self.generated.push(next);
+        next
+    }
+}
