@@ -9,8 +9,8 @@
 
 use candle_core::Tensor;
 
-use crate::error::Result;
-use crate::model::{Backbone, BatchItem};
+use crate::error::{Error, Result};
+use crate::model::{Backbone, BatchItem, KvCache};
 
 use super::decoder::{Decoder, Step};
 use super::{rows, GenModel};
@@ -26,7 +26,7 @@ const ALONE_ROWS: usize = 256;
 pub(super) fn run_all(
     model: &GenModel,
     decoders: &mut [Decoder<'_>],
-    errors: &mut [Option<crate::error::Error>],
+    errors: &mut [Option<Error>],
 ) {
     loop {
         let steps: Vec<(usize, Step)> = decoders
@@ -47,16 +47,20 @@ pub(super) fn run_all(
             let mut logits = match model.batch_logits(wanted.iter().map(|&p| &hidden[p])) {
                 Ok(all) => all.into_iter(),
                 Err(err) => {
-                    // Rare (the product itself failed): every request that needed it fails.
+                    // Rare (the product itself failed): every request that needed it fails;
+                    // the others of the pass still take their rows.
                     for &p in &wanted {
-                        errors[pass[p].0] = Some(crate::error::Error::Session(format!(
+                        errors[pass[p].0] = Some(Error::Session(format!(
                             "logits of a batched step failed: {err}"
                         )));
                     }
-                    continue;
+                    Vec::new().into_iter()
                 }
             };
             for (p, ((i, step), result)) in pass.iter().zip(hidden).enumerate() {
+                if errors[*i].is_some() {
+                    continue;
+                }
                 let outcome = result.and_then(|rows| {
                     let own = if wanted.contains(&p) {
                         logits.next().unwrap_or_default()
@@ -142,8 +146,8 @@ fn run_pass(
 fn disjoint_caches<'a>(
     decoders: &'a mut [Decoder<'_>],
     pass: &[&(usize, Step)],
-) -> Vec<&'a mut crate::model::KvCache> {
-    let mut slots: Vec<Option<&'a mut crate::model::KvCache>> =
+) -> Vec<&'a mut KvCache> {
+    let mut slots: Vec<Option<&'a mut KvCache>> =
         decoders.iter_mut().map(|d| Some(&mut d.cache)).collect();
     pass.iter()
         .filter_map(|(i, _)| slots.get_mut(*i).and_then(Option::take))
