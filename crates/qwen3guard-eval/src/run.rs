@@ -271,34 +271,33 @@ fn predict(
     task: Task,
     options: &RunOptions,
 ) -> Vec<qwen3guard::Result<String>> {
-    let lines: Vec<qwen3guard::Result<Result<String, serde_json::Error>>> =
-        match (guard, task, split) {
-            (Guard::Gen(gen), _, _) => gen_lines(gen, samples, options)
-                .into_iter()
-                .map(|line| line.map(|line| serde_json::to_string(&line)))
-                .collect(),
-            (Guard::Stream(stream), Task::Response, Some(split)) => samples
-                .iter()
-                .map(|sample| {
-                    stream_response_line(stream, split, sample, options.thinking)
-                        .map(|line| serde_json::to_string(&line))
-                })
-                .collect(),
-            (Guard::Stream(stream), _, _) => samples
-                .iter()
-                .map(|sample| {
-                    stream_prompt_line(stream, sample).map(|line| serde_json::to_string(&line))
-                })
-                .collect(),
-        };
-    lines
-        .into_iter()
-        .map(|line| {
-            line?.map_err(|e| {
-                qwen3guard::Error::Session(format!("cannot serialize the prediction: {e}"))
+    match (guard, task, split) {
+        (Guard::Gen(gen), _, _) => gen_lines(gen, samples, options)
+            .into_iter()
+            .map(to_json)
+            .collect(),
+        (Guard::Stream(stream), Task::Response, Some(split)) => samples
+            .iter()
+            .map(|sample| {
+                to_json(stream_response_line(
+                    stream,
+                    split,
+                    sample,
+                    options.thinking,
+                ))
             })
-        })
-        .collect()
+            .collect(),
+        (Guard::Stream(stream), _, _) => samples
+            .iter()
+            .map(|sample| to_json(stream_prompt_line(stream, sample)))
+            .collect(),
+    }
+}
+
+/// A prediction rendered as its JSON line.
+fn to_json<T: Serialize>(line: qwen3guard::Result<T>) -> qwen3guard::Result<String> {
+    serde_json::to_string(&line?)
+        .map_err(|e| qwen3guard::Error::Session(format!("cannot serialize the prediction: {e}")))
 }
 
 /// A Gen output line.

@@ -44,7 +44,12 @@ pub(super) fn run_all(
             let wanted: Vec<usize> = (0..pass.len())
                 .filter(|&p| pass[p].1.logits && hidden[p].is_ok())
                 .collect();
-            let mut logits = match model.batch_logits(wanted.iter().map(|&p| &hidden[p])) {
+            let wanted_rows = wanted
+                .iter()
+                .filter_map(|&p| hidden[p].as_ref().ok())
+                .flatten()
+                .map(Vec::as_slice);
+            let mut logits = match model.vocabulary_logits(wanted_rows) {
                 Ok(all) => all.into_iter(),
                 Err(err) => {
                     // Rare (the product itself failed): every request that needed it fails;
@@ -62,12 +67,13 @@ pub(super) fn run_all(
                     continue;
                 }
                 let outcome = result.and_then(|rows| {
-                    let own = if wanted.contains(&p) {
-                        logits.next().unwrap_or_default()
+                    // The logits come in the pass's order, a step's rows together.
+                    let own: Vec<Vec<f32>> = if wanted.contains(&p) {
+                        logits.by_ref().take(rows.len()).collect()
                     } else {
                         Vec::new()
                     };
-                    debug_assert!(!step.logits || own.len() == rows.len());
+                    debug_assert!(!step.logits || own.len() == step.rows);
                     decoders[*i].finish(&rows, &own)
                 });
                 if let Err(err) = outcome {
@@ -112,11 +118,13 @@ fn run_pass(
 ) -> Vec<Result<Vec<Vec<f32>>>> {
     let hidden = backbone.config().hidden_size;
     let split = |flat: Vec<f32>| flat.chunks(hidden).map(<[f32]>::to_vec).collect();
+    let alone = |decoder: &mut Decoder<'_>, step: &Step| {
+        backbone
+            .forward_last(&step.feed, &mut decoder.cache, step.rows)
+            .and_then(|t| rows(&t))
+    };
     if let [(i, step)] = pass {
-        let cache = &mut decoders[*i].cache;
-        return vec![backbone
-            .forward_last(&step.feed, cache, step.rows)
-            .and_then(|t| rows(&t))];
+        return vec![alone(&mut decoders[*i], step)];
     }
     let keep: Vec<usize> = pass.iter().map(|(_, s)| s.rows).collect();
     let mut caches = disjoint_caches(decoders, pass);
@@ -132,11 +140,7 @@ fn run_pass(
         Ok(all) => all.into_iter().map(|flat| Ok(split(flat))).collect(),
         Err(_) => pass
             .iter()
-            .map(|(i, step)| {
-                backbone
-                    .forward_last(&step.feed, &mut decoders[*i].cache, step.rows)
-                    .and_then(|t| rows(&t))
-            })
+            .map(|(i, step)| alone(&mut decoders[*i], step))
             .collect(),
     }
 }
@@ -155,38 +159,18 @@ fn disjoint_caches<'a>(
 }
 
 impl GenModel {
-    /// Logits over the vocabulary of every row of `hidden` (each item a step's rows), one
-    /// product for all of them; returned per step.
-    fn batch_logits<'a>(
+    /// Logits over the vocabulary of final hidden `rows`, one product for all of them.
+    pub(super) fn vocabulary_logits<'a>(
         &self,
-        hidden: impl Iterator<Item = &'a Result<Vec<Vec<f32>>>>,
-    ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let parts: Vec<&Vec<Vec<f32>>> = hidden.filter_map(|h| h.as_ref().ok()).collect();
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if total == 0 {
-            return Ok(parts.iter().map(|_| Vec::new()).collect());
+        rows: impl IntoIterator<Item = &'a [f32]>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let flat: Vec<f32> = rows.into_iter().flatten().copied().collect();
+        if flat.is_empty() {
+            return Ok(Vec::new());
         }
         let width = self.backbone.config().hidden_size;
-        let flat: Vec<f32> = parts
-            .iter()
-            .flat_map(|p| p.iter().flatten().copied())
-            .collect();
-        let all = rows(&self.lm_head.forward(&Tensor::from_vec(
-            flat,
-            (total, width),
-            self.backbone.device(),
-        )?)?)?;
-        let mut all = all.into_iter();
-        Ok(parts
-            .iter()
-            .map(|p| all.by_ref().take(p.len()).collect())
-            .collect())
-    }
-
-    /// Logits over the vocabulary of one final hidden row.
-    pub(super) fn vocabulary_logits(&self, row: &[f32]) -> Result<Vec<f32>> {
-        let width = self.backbone.config().hidden_size;
-        let t = Tensor::from_vec(row.to_vec(), (1, width), self.backbone.device())?;
-        Ok(rows(&self.lm_head.forward(&t)?)?.remove(0))
+        let count = flat.len() / width;
+        let hidden = Tensor::from_vec(flat, (count, width), self.backbone.device())?;
+        super::rows(&self.lm_head.forward(&hidden)?)
     }
 }

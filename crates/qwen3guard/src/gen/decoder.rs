@@ -156,7 +156,9 @@ impl<'m> Decoder<'m> {
             return Ok(());
         }
         self.generated = m.safety_prefix.clone();
-        let logits = m.vocabulary_logits(last)?;
+        let Some(logits) = m.vocabulary_logits([last.as_slice()])?.pop() else {
+            return Ok(());
+        };
         let next = self.choose(&logits);
         if !m.stop_ids.contains(&next) {
             self.cursor = self

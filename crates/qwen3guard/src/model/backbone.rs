@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 use crate::model::rotary::RopeTables;
 use crate::model::{DecoderLayer, Embedding, KvCache, KvPrecision, RmsNorm, Rotary};
 
+/// The checkpoint name of the token embeddings (the tensor is `{EMBED_TOKENS}.weight`),
+/// which a tied `lm_head` reads too.
+pub(crate) const EMBED_TOKENS: &str = "model.embed_tokens";
+
 /// Positions run by one pass through the layers; longer inputs run in chunks of this many.
 const FORWARD_CHUNK: usize = 256;
 
@@ -33,7 +37,7 @@ impl Backbone {
     pub fn load_embeddings(cfg: &Qwen3Config, weights: &Weights) -> Result<Embedding> {
         Embedding::new(
             weights,
-            "model.embed_tokens.weight",
+            &format!("{EMBED_TOKENS}.weight"),
             cfg.vocab_size,
             cfg.hidden_size,
         )

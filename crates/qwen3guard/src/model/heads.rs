@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor};
 
 use crate::checkpoint::{GuardHeadsConfig, Qwen3Config, Weights};
 use crate::error::Result;
+use crate::model::backbone::EMBED_TOKENS;
 use crate::model::{linear, Embedding, Linear, RmsNorm};
 
 /// Gen's output projection to the vocabulary (tied to the embeddings or its own).
@@ -19,7 +20,7 @@ impl LmHead {
         let proj = match (cfg.tie_word_embeddings, embeddings) {
             (true, Embedding::Dense(table)) => Linear::from_weight(table)?,
             // The lookups read rows from the file; the product needs the whole table packed.
-            (true, Embedding::File(_)) => linear(weights, "model.embed_tokens", hidden, vocab)?,
+            (true, Embedding::File(_)) => linear(weights, EMBED_TOKENS, hidden, vocab)?,
             (false, _) => linear(weights, "lm_head", hidden, vocab)?,
         };
         Ok(LmHead { proj })
