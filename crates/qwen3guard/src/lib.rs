@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod gen;
+pub(crate) mod kernels;
 pub mod model;
 pub mod policy;
 pub mod prompt;
@@ -25,6 +26,7 @@ pub mod stream;
 
 pub use checkpoint::{Checkpoint, Variant};
 pub use device::{LoadOptions, Precision};
+pub use kernels::{isa, Isa};
 pub use error::{Error, Result};
 pub use gen::{GenGuard, GenOptions, GenVerdict};
 pub use policy::{Mode, Severity};

@@ -37,7 +37,7 @@ pub enum Rounding {
     Exact,
     /// To bf16.
     Bf16,
-    /// Through a row of 8-bit weights ([`crate::model::q8::round_row`]).
+    /// Through a row of 8-bit weights ([`crate::kernels::q8::round_row`]).
     Q8,
 }
 
@@ -96,7 +96,7 @@ impl FileRows {
                 Rounding::Bf16 => row
                     .iter_mut()
                     .for_each(|v| *v = half::bf16::from_f32(*v).to_f32()),
-                Rounding::Q8 => crate::model::q8::round_row(row),
+                Rounding::Q8 => crate::kernels::q8::round_row(row),
             }
         }
         Ok(())

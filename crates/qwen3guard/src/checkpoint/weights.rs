@@ -19,7 +19,8 @@ use serde::Deserialize;
 use crate::checkpoint::rows::{FileRows, Rounding};
 use crate::device::{LoadOptions, Precision};
 use crate::error::{Error, Result};
-use crate::model::{Bf16Matrix, F32Matrix, KvPrecision, PackedMatrix, Q8Matrix};
+use crate::kernels::{Bf16Matrix, F32Matrix, PackedMatrix, Q8Matrix};
+use crate::model::KvPrecision;
 
 /// One mapped weight file.
 struct WeightFile {

@@ -4,8 +4,8 @@ use rayon::prelude::*;
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
+use crate::kernels::cache_attention::attend_cached;
 use crate::model::backbone::Segment;
-use crate::model::cache_attention::attend_cached;
 use crate::model::rotary::RopeTables;
 use crate::model::{linear, stacked_linear, Linear, RmsNorm};
 

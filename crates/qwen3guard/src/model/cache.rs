@@ -16,7 +16,7 @@
 //! 8-bit weights (the unsigned operand of the byte product, against signed queries), and
 //! values as signed bytes.
 //!
-//! Both halves are laid out as weight [`Panels`](crate::model::Panels) (runs of 1, 2 or 4
+//! Both halves are laid out as weight [`Panels`](crate::kernels::Panels) (runs of 1, 2 or 4
 //! features of 64 rows side by side, as the precision's kernel reads them), so that both
 //! products of attention run on the weight products' kernels: a head's keys are two
 //! panels whose rows are the page's positions and whose features are the key's (query-key
@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use half::bf16;
 
-use crate::model::panels::GROUP;
-use crate::model::q8::quantize_run;
+use crate::kernels::panels::GROUP;
+use crate::kernels::q8::quantize_run;
 
 /// Positions per page.
 pub const PAGE: usize = 128;
@@ -159,7 +159,7 @@ pub const KEY_GROUP: usize = GROUP;
 
 /// Where feature `feature` of row `row` lives in panels of rows `depth` features long
 /// (whole groups of 64 rows, then runs of `pack` features with the group's 64 rows side by
-/// side), as [`Panels`](crate::model::Panels) stores weights.
+/// side), as [`Panels`](crate::kernels::Panels) stores weights.
 fn panel_index(row: usize, feature: usize, depth: usize, pack: usize) -> usize {
     (row / GROUP) * GROUP * depth
         + (feature / pack) * pack * GROUP

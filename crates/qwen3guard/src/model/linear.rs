@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::checkpoint::Weights;
 use crate::error::Result;
-use crate::model::PackedMatrix;
+use crate::kernels::PackedMatrix;
 
 /// `a @ b` for `a: (..., m, k)` and `b: (..., k, n)`, tensors in the compute dtype.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::model::math::silu_mul;
+use crate::kernels::math::silu_mul;
 use crate::model::{linear, stacked_linear, Linear};
 
 /// One layer's MLP (`model.layers.{i}.mlp`).

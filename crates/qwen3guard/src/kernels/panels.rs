@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::packed::COLUMN_BLOCK;
+use crate::kernels::packed::COLUMN_BLOCK;
 
 /// Weight rows per group: a register tile's outputs, and the column block of the tiling
 /// driver, so that a tile never straddles two groups.
@@ -198,11 +198,13 @@ pub(crate) unsafe fn store_tile<const R: usize>(
     for (i, row) in acc.iter().enumerate() {
         for (z, a) in row.iter().enumerate() {
             let lanes = n.saturating_sub(16 * z).min(16);
-            let dst = out.as_mut_ptr().add(i * ld + 16 * z);
+            // The address is formed only for a vector with lanes to write: past `n` it
+            // could point beyond `out`, which is undefined even unused.
             if lanes == 16 {
-                _mm512_storeu_ps(dst, *a);
+                _mm512_storeu_ps(out.as_mut_ptr().add(i * ld + 16 * z), *a);
             } else if lanes > 0 {
-                _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, *a);
+                let mask = ((1u32 << lanes) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(i * ld + 16 * z), mask, *a);
             }
         }
     }

@@ -20,10 +20,10 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::cache::{KvCache, KvPrecision, Rows, KEY_GROUP, PAGE};
-use crate::model::math::exp_normalizer;
-use crate::model::panels::GROUP;
-use crate::model::q8::{group_product, weighted_bytes, QuantizedQueries};
+use crate::kernels::math::exp_normalizer;
+use crate::kernels::panels::GROUP;
+use crate::kernels::q8::{group_product, weighted_bytes, QuantizedQueries};
+use crate::model::{KvCache, KvPrecision, Rows, KEY_GROUP, PAGE};
 
 /// New positions per task: small enough that a short chunk still spreads over the cores
 /// (tasks = key/value heads x blocks), large enough that the cached keys of one head are
@@ -101,10 +101,10 @@ impl Operand {
     ) {
         match (self, rows) {
             (Operand::F32(x), Rows::F32(w)) => {
-                crate::model::f32::block(x, depth, &w[span], n, out, ld)
+                crate::kernels::f32::block(x, depth, &w[span], n, out, ld)
             }
             (Operand::Bf16(x), Rows::Bf16(w)) => {
-                crate::model::bf16::block(x, depth, &w[span], n, out, ld)
+                crate::kernels::bf16::block(x, depth, &w[span], n, out, ld)
             }
             (Operand::Q8(x), Rows::Q8 { data, .. }) => {
                 group_product(x, &data[span], scales, n, out, ld)

@@ -14,8 +14,11 @@ use std::ops::{Deref, Range};
 
 use half::bf16;
 
-use crate::model::packed::tiled;
-use crate::model::panels::{Panels, GROUP};
+use crate::kernels::packed::tiled;
+use crate::kernels::panels::{Panels, GROUP};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{avx2, avx512};
+use crate::kernels::{isa, Isa};
 
 /// A `(rows, cols)` bf16 matrix (raw bits) in the grouped layout with pairs of input
 /// features side by side.
@@ -76,86 +79,57 @@ impl Bf16Matrix {
 /// bits, rows `depth` long) and the first `n` rows of one group of 64 in the [`Panels`]
 /// layout with `pack` 2 (weights, or a page of cached keys).
 pub(crate) fn block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
+    block_on(isa(), x, depth, group, n, out, ld);
+}
+
+/// [`block`] on the kernels of `level` (at most what the processor has).
+fn block_on(
+    level: Isa,
+    x: &[u16],
+    depth: usize,
+    group: &[u16],
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512bf16") {
-            // SAFETY: the feature was detected at run time; the slices are whole padded
-            // rows and one whole group, checked by the asserts inside.
-            unsafe { avx512::block(x, depth, group, n, out, ld) };
+        // SAFETY: `level` is at most the detected instruction set (`isa()`, or a lower
+        // level in tests); the slices are whole padded rows and one whole group, checked
+        // by the asserts inside.
+        if level >= Isa::Avx512Bf16 {
+            unsafe { avx512::bf16::block(x, depth, group, n, out, ld) };
+            return;
+        }
+        if level >= Isa::Avx2 {
+            unsafe { avx2::bf16::block(x, depth, group, n, out, ld) };
             return;
         }
     }
+    let _ = level;
     portable_block(x, depth, group, n, out, ld);
 }
 
+/// The reference loop: for each row, the group's 64 outputs accumulate one pair of input
+/// features at a time, reading the weights in order.
 fn portable_block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
     let widen = |b: u16| bf16::from_bits(b).to_f32();
     for (r, xr) in x.chunks_exact(depth).enumerate() {
-        for c in 0..n {
-            let mut sum = 0f32;
-            for (p, pair) in xr.chunks_exact(2).enumerate() {
-                let w = &group[p * 2 * GROUP + c * 2..][..2];
-                sum += widen(pair[0]) * widen(w[0]) + widen(pair[1]) * widen(w[1]);
-            }
-            out[r * ld + c] = sum;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use crate::model::panels::{row_tiles, store_tile, GROUP};
-
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn block(
-        x: &[u16],
-        depth: usize,
-        group: &[u16],
-        n: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        assert!(depth.is_multiple_of(2));
-        row_tiles!(tile, x, depth, group, n, out, ld);
-    }
-
-    /// `R` activation rows against one whole group of 64 weight rows.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn tile<const R: usize>(
-        x: &[u16],
-        depth: usize,
-        group: &[u16],
-        n: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        let (xp, wp) = (x.as_ptr(), group.as_ptr());
-        for pair in 0..depth / 2 {
-            let w: [__m512bh; 4] = std::array::from_fn(|z| {
-                std::mem::transmute(_mm512_loadu_si512(
-                    wp.add(pair * 2 * GROUP + 32 * z) as *const _
-                ))
-            });
-            for (i, row) in acc.iter_mut().enumerate() {
-                let bits = (xp.add(i * depth + 2 * pair) as *const i32).read_unaligned();
-                let xv: __m512bh = std::mem::transmute(_mm512_set1_epi32(bits));
-                for (a, &wz) in row.iter_mut().zip(&w) {
-                    *a = _mm512_dpbf16_ps(*a, xv, wz);
-                }
+        let mut acc = [0f32; GROUP];
+        for (pair, w) in xr.chunks_exact(2).zip(group.chunks_exact(2 * GROUP)) {
+            let (x0, x1) = (widen(pair[0]), widen(pair[1]));
+            for (a, w) in acc.iter_mut().zip(w.chunks_exact(2)) {
+                *a += x0 * widen(w[0]) + x1 * widen(w[1]);
             }
         }
-        store_tile(&acc, n, out, ld);
+        out[r * ld..][..n].copy_from_slice(&acc[..n]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::packed::sample_operands;
+    use crate::kernels::packed::sample_operands;
 
     fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         let round = |v: f32| bf16::from_f32(v).to_f32();
@@ -181,7 +155,8 @@ mod tests {
     }
 
     #[test]
-    fn matches_a_wide_reference_for_odd_shapes() {
+    fn every_path_matches_a_wide_reference_for_odd_shapes() {
+        eprintln!("bf16 paths: {:?}", Isa::supported());
         for (m, n, k) in [
             (1, 7, 33),
             (5, 130, 70),
@@ -194,23 +169,19 @@ mod tests {
             let matrix = Bf16Matrix::from_f32(&w, n, k);
             let expected = reference(&x, m, &w, n, k);
             assert_close(&matrix.matmul(&x, m), &expected, &format!("{m}x{n}x{k}"));
-            // The portable loop, one group at a time.
+            // Every path this processor has, one group at a time.
             let xb = matrix.activations(&x, m, |v| bf16::from_f32(v).to_bits());
             for g in 0..n.div_ceil(GROUP) {
                 let cols = (n - g * GROUP).min(GROUP);
-                let mut out = vec![0f32; m * cols];
-                portable_block(
-                    &xb,
-                    matrix.depth,
-                    matrix.group(g * GROUP),
-                    cols,
-                    &mut out,
-                    cols,
-                );
                 let part: Vec<f32> = (0..m)
                     .flat_map(|r| expected[r * n + g * GROUP..][..cols].to_vec())
                     .collect();
-                assert_close(&out, &part, "portable");
+                for level in Isa::supported() {
+                    let mut out = vec![0f32; m * cols];
+                    let group = matrix.group(g * GROUP);
+                    block_on(level, &xb, matrix.depth, group, cols, &mut out, cols);
+                    assert_close(&out, &part, level.name());
+                }
             }
         }
     }

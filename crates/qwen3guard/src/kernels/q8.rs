@@ -15,11 +15,14 @@ use std::ops::{Deref, Range};
 
 use rayon::prelude::*;
 
-use crate::model::packed::tiled;
-use crate::model::panels::{Panels, GROUP};
+use crate::kernels::packed::tiled;
+use crate::kernels::panels::{Panels, GROUP};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{avx2, avx512};
+use crate::kernels::{isa, Isa};
 
 /// Activation block: one f32 scale per this many values.
-const BLOCK: usize = 64;
+pub(crate) const BLOCK: usize = 64;
 
 /// A `(rows, cols)` int8 matrix (stored as `q + 128`) in the grouped layout, with one
 /// scale per row (padded to whole groups with 1).
@@ -171,13 +174,23 @@ fn quantize_row(row: &[f32], data: &mut [i8], scales: &mut [f32], offset: &mut f
 /// rounded to even); returns the scale and the sum of the quantized values. Activation
 /// blocks and cached key/value vectors use it.
 pub(crate) fn quantize_run(values: &[f32], out: &mut [i8]) -> (f32, i32) {
+    quantize_run_on(isa(), values, out)
+}
+
+/// [`quantize_run`] on the kernels of `level` (at most what the processor has).
+fn quantize_run_on(level: Isa, values: &[f32], out: &mut [i8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: feature detected at run time; lengths are checked inside.
-            return unsafe { avx512::quantize_run(values, out) };
+        // SAFETY: `level` is at most the detected instruction set; lengths are checked
+        // inside.
+        if level >= Isa::Avx512 {
+            return unsafe { avx512::q8::quantize_run(values, out) };
+        }
+        if level >= Isa::Avx2 {
+            return unsafe { avx2::q8::quantize_run(values, out) };
         }
     }
+    let _ = level;
     portable_quantize_run(values, out)
 }
 
@@ -269,11 +282,23 @@ pub(crate) fn weighted_bytes(
     dim: usize,
     out: &mut [f32],
 ) {
+    weighted_bytes_on(isa(), weights, count, values, dim, out);
+}
+
+/// [`weighted_bytes`] on the kernels of `level` (at most what the processor has).
+fn weighted_bytes_on(
+    level: Isa,
+    weights: &[f32],
+    count: usize,
+    values: &[u8],
+    dim: usize,
+    out: &mut [f32],
+) {
     let rows = out.len() / dim.max(1);
     assert!(weights.len() == rows * count && values.len() >= count * dim);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && dim.is_multiple_of(16) {
+        if level >= Isa::Avx512 && dim.is_multiple_of(16) {
             for r0 in (0..rows).step_by(4) {
                 let w = &weights[r0 * count..];
                 let o = &mut out[r0 * dim..];
@@ -281,16 +306,23 @@ pub(crate) fn weighted_bytes(
                 // access (rows `r0..r0 + R` of weights and outputs exist).
                 unsafe {
                     match rows - r0 {
-                        1 => avx512::weighted_bytes::<1>(w, count, values, dim, o),
-                        2 => avx512::weighted_bytes::<2>(w, count, values, dim, o),
-                        3 => avx512::weighted_bytes::<3>(w, count, values, dim, o),
-                        _ => avx512::weighted_bytes::<4>(w, count, values, dim, o),
+                        1 => avx512::q8::weighted_bytes::<1>(w, count, values, dim, o),
+                        2 => avx512::q8::weighted_bytes::<2>(w, count, values, dim, o),
+                        3 => avx512::q8::weighted_bytes::<3>(w, count, values, dim, o),
+                        _ => avx512::q8::weighted_bytes::<4>(w, count, values, dim, o),
                     }
                 }
             }
             return;
         }
+        if level >= Isa::Avx2 && dim.is_multiple_of(8) {
+            // SAFETY: AVX2 and FMA are within the detected level; the asserts above and
+            // inside bound every access.
+            unsafe { avx2::q8::weighted_bytes(weights, count, values, dim, out) };
+            return;
+        }
     }
+    let _ = level;
     portable_weighted_bytes(weights, count, values, dim, out);
 }
 
@@ -315,235 +347,73 @@ fn portable_weighted_bytes(
 }
 
 /// Some rows of [`QuantizedRows`].
-struct QuantizedView<'a> {
-    data: &'a [i8],
-    scales: &'a [f32],
-    offsets: &'a [f32],
-    blocks: usize,
+pub(crate) struct QuantizedView<'a> {
+    pub(crate) data: &'a [i8],
+    pub(crate) scales: &'a [f32],
+    pub(crate) offsets: &'a [f32],
+    pub(crate) blocks: usize,
 }
 
 /// One group of 64 weight rows and their scales.
-struct GroupView<'a> {
-    data: &'a [u8],
-    scales: &'a [f32],
-    depth: usize,
+pub(crate) struct GroupView<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) scales: &'a [f32],
+    pub(crate) depth: usize,
 }
 
 /// `out[r * ld + c]` for every row of `x` and the first `n` rows of the group.
 fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
+    block_on(isa(), x, w, n, out, ld);
+}
+
+/// [`block`] on the kernels of `level` (at most what the processor has).
+fn block_on(level: Isa, x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-        {
-            // SAFETY: features detected at run time; lengths are checked inside.
-            unsafe { avx512::block(x, w, n, out, ld) };
+        // SAFETY: `level` is at most the detected instruction set; lengths are checked
+        // inside.
+        if level >= Isa::Avx512Vnni {
+            unsafe { avx512::q8::block(x, w, n, out, ld) };
+            return;
+        }
+        if level >= Isa::Avx2 {
+            unsafe { avx2::q8::block(x, w, n, out, ld) };
             return;
         }
     }
+    let _ = level;
     portable_block(x, w, n, out, ld);
 }
 
 /// The same sums without vector instructions.
+/// The reference loop: per row and block of 64 features, the group's 64 integer sums
+/// accumulate one run of four features at a time, reading the weights in order.
 fn portable_block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
     for (r, xr) in x.data.chunks_exact(w.depth).enumerate() {
-        for c in 0..n {
-            let mut total = 0f32;
-            for b in 0..x.blocks {
-                let mut sum = 0i32;
-                for (k, &xq) in xr.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
-                    let weight = w.data[(k / 4) * 4 * GROUP + c * 4 + k % 4];
-                    sum += xq as i32 * weight as i32;
-                }
-                total += x.scales[r * x.blocks + b] * sum as f32;
-            }
-            out[r * ld + c] = w.scales[c] * (total - 128.0 * x.offsets[r]);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{GroupView, QuantizedView, BLOCK};
-    use crate::model::panels::{store_tile, GROUP};
-
-    /// [`super::quantize_run`] on 16 lanes: a prompt quantizes millions of activations
-    /// per pass, too many for a scalar loop.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn quantize_run(values: &[f32], out: &mut [i8]) -> (f32, i32) {
-        assert!(out.len() == values.len());
-        let chunks = values.len().div_ceil(16);
-        let mask = |c: usize| ((1u32 << (values.len() - 16 * c).min(16)) - 1) as __mmask16;
-        let load = |c: usize| _mm512_maskz_loadu_ps(mask(c), values.as_ptr().add(16 * c));
-        let mut max = _mm512_setzero_ps();
-        for c in 0..chunks {
-            max = _mm512_max_ps(max, _mm512_abs_ps(load(c)));
-        }
-        let max = _mm512_reduce_max_ps(max);
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        let (divisor, low, high) = (
-            _mm512_set1_ps(scale),
-            _mm512_set1_epi32(-127),
-            _mm512_set1_epi32(127),
-        );
-        let mut sum = _mm512_setzero_si512();
-        for c in 0..chunks {
-            // The rounding mode is the default one: to nearest, halves to even.
-            let q = _mm512_cvtps_epi32(_mm512_div_ps(load(c), divisor));
-            let q = _mm512_min_epi32(_mm512_max_epi32(q, low), high);
-            sum = _mm512_add_epi32(sum, q);
-            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(16 * c), mask(c), q);
-        }
-        (scale, _mm512_reduce_add_epi32(sum))
-    }
-
-    /// [`super::weighted_bytes`] for `R` rows of weights, 64 (then 16) output columns at a
-    /// time, the accumulators in registers for the whole pass over the values.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_bytes<const R: usize>(
-        weights: &[f32],
-        count: usize,
-        values: &[u8],
-        dim: usize,
-        out: &mut [f32],
-    ) {
-        assert!(weights.len() >= R * count && out.len() >= R * dim);
-        assert!(values.len() >= count * dim && dim.is_multiple_of(16));
-        let mut c0 = 0;
-        while c0 + 64 <= dim {
-            weighted_columns::<R, 4>(weights, count, values, dim, out, c0);
-            c0 += 64;
-        }
-        while c0 < dim {
-            weighted_columns::<R, 1>(weights, count, values, dim, out, c0);
-            c0 += 16;
-        }
-    }
-
-    /// Columns `c0..c0 + 16 Z` of the `R` output rows.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn weighted_columns<const R: usize, const Z: usize>(
-        weights: &[f32],
-        count: usize,
-        values: &[u8],
-        dim: usize,
-        out: &mut [f32],
-        c0: usize,
-    ) {
-        let op = out.as_mut_ptr().add(c0);
-        let mut acc: [[__m512; Z]; R] = std::array::from_fn(|i| {
-            std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z)))
-        });
-        let vp = values.as_ptr().add(c0);
-        for j in 0..count {
-            let v: [__m512; Z] = std::array::from_fn(|z| {
-                let bytes = _mm_loadu_si128(vp.add(j * dim + 16 * z) as *const __m128i);
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
-            });
-            for (i, row) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(*weights.get_unchecked(i * count + j));
-                for (a, &vz) in row.iter_mut().zip(&v) {
-                    *a = _mm512_fmadd_ps(w, vz, *a);
+        let mut total = [0f32; GROUP];
+        for (b, xb) in xr.chunks_exact(BLOCK).enumerate() {
+            let mut sums = [0i32; GROUP];
+            let quads = w.data[b * BLOCK * GROUP..][..BLOCK * GROUP].chunks_exact(4 * GROUP);
+            for (xq, wq) in xb.chunks_exact(4).zip(quads) {
+                for (s, wr) in sums.iter_mut().zip(wq.chunks_exact(4)) {
+                    *s += (0..4).map(|j| xq[j] as i32 * wr[j] as i32).sum::<i32>();
                 }
             }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (z, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(op.add(i * dim + 16 * z), *a);
+            let scale = x.scales[r * x.blocks + b];
+            for (t, &s) in total.iter_mut().zip(&sums) {
+                *t += scale * s as f32;
             }
         }
-    }
-
-    /// Activation rows per register tile: 3 rows x 4 vectors of i32 sums, as many f32
-    /// accumulators, and the 4 weight vectors.
-    const MR: usize = 3;
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn block(
-        x: &QuantizedView,
-        w: &GroupView,
-        n: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        let depth = w.depth;
-        let m = x.data.len() / depth;
-        assert!(
-            w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth.is_multiple_of(BLOCK)
-        );
-        assert!(
-            x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth
-        );
-        assert!(n <= GROUP && (m == 0 || out.len() >= (m - 1) * ld + n));
-        let mut r = 0;
-        while r < m {
-            let rows = (m - r).min(MR);
-            let out = &mut out[r * ld..];
-            match rows {
-                1 => tile::<1>(x, r, w, n, out, ld),
-                2 => tile::<2>(x, r, w, n, out, ld),
-                _ => tile::<3>(x, r, w, n, out, ld),
-            }
-            r += rows;
+        for (c, &t) in total.iter().enumerate().take(n) {
+            out[r * ld + c] = w.scales[c] * (t - 128.0 * x.offsets[r]);
         }
-    }
-
-    /// Rows `r0..r0 + R` of `x` against the whole group.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile<const R: usize>(
-        x: &QuantizedView,
-        r0: usize,
-        w: &GroupView,
-        n: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        let depth = w.depth;
-        let (xp, wp) = (x.data.as_ptr().add(r0 * depth), w.data.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for b in 0..x.blocks {
-            let mut sums = [[_mm512_setzero_si512(); 4]; R];
-            for quad in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
-                let wv: [__m512i; 4] = std::array::from_fn(|z| {
-                    _mm512_loadu_si512(wp.add(quad * 4 * GROUP + 64 * z) as *const _)
-                });
-                for (i, row) in sums.iter_mut().enumerate() {
-                    let xv = _mm512_set1_epi32(
-                        (xp.add(i * depth + 4 * quad) as *const i32).read_unaligned(),
-                    );
-                    for (s, &v) in row.iter_mut().zip(&wv) {
-                        *s = _mm512_dpbusd_epi32(*s, v, xv);
-                    }
-                }
-            }
-            for (i, (a_row, s_row)) in acc.iter_mut().zip(&sums).enumerate() {
-                let scale = _mm512_set1_ps(*x.scales.get_unchecked((r0 + i) * x.blocks + b));
-                for (a, &s) in a_row.iter_mut().zip(s_row) {
-                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *a);
-                }
-            }
-        }
-        // out = weight scale * (sum - 128 * offset of the row).
-        let wscale: [__m512; 4] =
-            std::array::from_fn(|z| _mm512_loadu_ps(w.scales.as_ptr().add(16 * z)));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let offset = _mm512_set1_ps(128.0 * x.offsets[r0 + i]);
-            for (a, &s) in row.iter_mut().zip(&wscale) {
-                *a = _mm512_mul_ps(_mm512_sub_ps(*a, offset), s);
-            }
-        }
-        store_tile(&acc, n, out, ld);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::packed::sample_operands;
+    use crate::kernels::packed::sample_operands;
 
     #[test]
     fn close_to_the_f32_product_for_odd_shapes() {
@@ -590,7 +460,8 @@ mod tests {
     }
 
     #[test]
-    fn vector_and_portable_paths_agree() {
+    fn every_path_agrees_with_the_portable_one() {
+        eprintln!("q8 paths: {:?}", Isa::supported());
         let (m, n, k) = (7, 75, 150);
         let (x, w) = sample_operands(m, n, k);
         let parts = vec![
@@ -615,10 +486,19 @@ mod tests {
             };
             let mut portable = vec![0f32; m * cols];
             portable_block(&rows, &weights, cols, &mut portable, cols);
-            for r in 0..m {
-                for c in 0..cols {
-                    let (a, b) = (fast[r * n + g + c], portable[r * cols + c]);
-                    assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+            for level in Isa::supported() {
+                let mut out = vec![0f32; m * cols];
+                block_on(level, &rows, &weights, cols, &mut out, cols);
+                for r in 0..m {
+                    for c in 0..cols {
+                        let (a, b) = (out[r * cols + c], portable[r * cols + c]);
+                        assert!(
+                            (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                            "{level}: {a} vs {b}"
+                        );
+                        let a = fast[r * n + g + c];
+                        assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+                    }
                 }
             }
         }
@@ -627,38 +507,45 @@ mod tests {
         assert_eq!(fast, whole);
     }
 
-    /// The vector and portable paths of the quantizer and of the byte weighted sum agree
-    /// (the vector ones run wherever AVX-512 is present; the portable ones elsewhere).
+    /// Every path of the quantizer and of the byte weighted sum that this processor has
+    /// agrees with the portable one.
     #[test]
     fn quantizer_and_byte_sums_agree_with_the_portable_paths() {
         let (x, _) = sample_operands(1, 1, 200);
-        for len in [1, 15, 16, 64, 200] {
-            let (mut fast, mut slow) = (vec![0i8; len], vec![0i8; len]);
-            let a = quantize_run(&x[..len], &mut fast);
-            let b = portable_quantize_run(&x[..len], &mut slow);
-            assert_eq!((a, &fast), (b, &slow), "{len} values");
-            assert!(fast.iter().any(|&q| q.unsigned_abs() == 127));
-        }
-        // With a scale of 1, half-way values round to even on both paths.
-        let ties = [0.5f32, 1.5, -2.5, 127.0];
-        let (mut fast, mut slow) = ([0i8; 4], [0i8; 4]);
-        quantize_run(&ties, &mut fast);
-        portable_quantize_run(&ties, &mut slow);
-        assert_eq!(fast, [0, 2, -2, 127]);
-        assert_eq!(fast, slow);
+        for level in Isa::supported() {
+            for len in [1, 7, 15, 16, 64, 200] {
+                let (mut fast, mut slow) = (vec![0i8; len], vec![0i8; len]);
+                let a = quantize_run_on(level, &x[..len], &mut fast);
+                let b = portable_quantize_run(&x[..len], &mut slow);
+                assert_eq!((a, &fast), (b, &slow), "{level}: {len} values");
+                assert!(fast.iter().any(|&q| q.unsigned_abs() == 127));
+            }
+            // With a scale of 1, half-way values round to even on every path.
+            let ties = [0.5f32, 1.5, -2.5, 127.0, 3.5, -0.5, 2.5, 1.0, 4.5];
+            let (mut fast, mut slow) = ([0i8; 9], [0i8; 9]);
+            quantize_run_on(level, &ties, &mut fast);
+            portable_quantize_run(&ties, &mut slow);
+            assert_eq!(fast, [0, 2, -2, 127, 4, 0, 2, 1, 4], "{level}");
+            assert_eq!(fast, slow);
 
-        let (rows, count, dim) = (3, 37, 80);
-        let (weights, _) = sample_operands(rows, 1, count);
-        let values: Vec<u8> = (0..count * dim).map(|i| (i * 37 % 251) as u8).collect();
-        let (mut fast, mut slow) = (vec![0.5f32; rows * dim], vec![0.5f32; rows * dim]);
-        weighted_bytes(&weights[..rows * count], count, &values, dim, &mut fast);
-        portable_weighted_bytes(&weights[..rows * count], count, &values, dim, &mut slow);
-        for (a, b) in fast.iter().zip(&slow) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+            for (rows, count, dim) in [(3, 37, 80), (5, 9, 136), (1, 4, 8)] {
+                let (weights, _) = sample_operands(rows, 1, count);
+                let values: Vec<u8> = (0..count * dim).map(|i| (i * 37 % 251) as u8).collect();
+                let (mut fast, mut slow) = (vec![0.5f32; rows * dim], vec![0.5f32; rows * dim]);
+                let weights = &weights[..rows * count];
+                weighted_bytes_on(level, weights, count, &values, dim, &mut fast);
+                portable_weighted_bytes(weights, count, &values, dim, &mut slow);
+                for (a, b) in fast.iter().zip(&slow) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{level}: {a} vs {b}"
+                    );
+                }
+            }
+            // The bytes are signed: 200 reads as -56.
+            let mut one = vec![0f32; 16];
+            weighted_bytes_on(level, &[2.0], 1, &[200u8; 16], 16, &mut one);
+            assert_eq!(one, vec![-112.0; 16], "{level}");
         }
-        // The bytes are signed: 200 reads as -56.
-        let mut one = vec![0f32; 16];
-        weighted_bytes(&[2.0], 1, &[200u8; 16], 16, &mut one);
-        assert_eq!(one, vec![-112.0; 16]);
     }
 }

@@ -9,8 +9,11 @@
 
 use std::ops::{Deref, Range};
 
-use crate::model::packed::tiled;
-use crate::model::panels::{Panels, GROUP};
+use crate::kernels::packed::tiled;
+use crate::kernels::panels::{Panels, GROUP};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{avx2, avx512};
+use crate::kernels::{isa, Isa};
 
 /// A `(rows, cols)` f32 matrix in the grouped layout.
 #[derive(Debug)]
@@ -59,82 +62,60 @@ impl F32Matrix {
 /// `depth` long) and the first `n` rows of one group of 64 in the [`Panels`] layout with
 /// `pack` 1 (weights, or a page of cached keys).
 pub(crate) fn block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
+    block_on(isa(), x, depth, group, n, out, ld);
+}
+
+/// [`block`] on the kernels of `level` (at most what the processor has).
+fn block_on(
+    level: Isa,
+    x: &[f32],
+    depth: usize,
+    group: &[f32],
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was detected at run time; the slices are whole rows and
-            // one whole group, checked by the asserts inside.
-            unsafe { avx512::block(x, depth, group, n, out, ld) };
+        // SAFETY: `level` is at most the detected instruction set (`isa()`, or a lower
+        // level in tests); the slices are whole rows and one whole group, checked by the
+        // asserts inside.
+        if level >= Isa::Avx512 {
+            unsafe { avx512::f32::block(x, depth, group, n, out, ld) };
+            return;
+        }
+        if level >= Isa::Avx2 {
+            unsafe { avx2::f32::block(x, depth, group, n, out, ld) };
             return;
         }
     }
+    let _ = level;
     portable_block(x, depth, group, n, out, ld);
 }
 
+/// The reference loop: for each row, the 64 outputs of the group accumulate one input
+/// feature at a time, reading the weights in order (a form compilers vectorize for the
+/// processor's baseline, e.g. NEON).
 fn portable_block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f32], ld: usize) {
     for (r, xr) in x.chunks_exact(depth).enumerate() {
-        for c in 0..n {
-            out[r * ld + c] = xr
-                .iter()
-                .enumerate()
-                .map(|(k, v)| v * group[k * GROUP + c])
-                .sum();
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use crate::model::panels::{row_tiles, store_tile, GROUP};
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn block(
-        x: &[f32],
-        depth: usize,
-        group: &[f32],
-        n: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        row_tiles!(tile, x, depth, group, n, out, ld);
-    }
-
-    /// `R` activation rows against one whole group of 64 weight rows.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(
-        x: &[f32],
-        depth: usize,
-        group: &[f32],
-        n: usize,
-        out: &mut [f32],
-        ld: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        let (xp, wp) = (x.as_ptr(), group.as_ptr());
-        for k in 0..depth {
-            let w: [__m512; 4] =
-                std::array::from_fn(|z| _mm512_loadu_ps(wp.add(k * GROUP + 16 * z)));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(*xp.add(i * depth + k));
-                for (a, &wz) in row.iter_mut().zip(&w) {
-                    *a = _mm512_fmadd_ps(xv, wz, *a);
-                }
+        let mut acc = [0f32; GROUP];
+        for (&v, w) in xr.iter().zip(group.chunks_exact(GROUP)) {
+            for (a, &w) in acc.iter_mut().zip(w) {
+                *a += v * w;
             }
         }
-        store_tile(&acc, n, out, ld);
+        out[r * ld..][..n].copy_from_slice(&acc[..n]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::packed::sample_operands;
+    use crate::kernels::packed::sample_operands;
 
     #[test]
-    fn matches_a_wide_reference_for_odd_shapes() {
+    fn every_path_matches_a_wide_reference_for_odd_shapes() {
+        eprintln!("f32 paths: {:?}", Isa::supported());
         for (m, n, k) in [
             (1, 7, 33),
             (5, 130, 70),
@@ -146,18 +127,27 @@ mod tests {
             let (x, w) = sample_operands(m, n, k);
             let matrix = F32Matrix::from_f32(&w, n, k);
             let ours = matrix.matmul(&x, m);
-            let mut portable = vec![0f32; m * n];
-            for g in (0..n).step_by(GROUP) {
-                let cols = (n - g).min(GROUP);
-                portable_block(&x, k, matrix.group(g), cols, &mut portable[g..], n);
-            }
+            let paths: Vec<Vec<f32>> = Isa::supported()
+                .into_iter()
+                .map(|level| {
+                    let mut out = vec![0f32; m * n];
+                    for g in (0..n).step_by(GROUP) {
+                        let cols = (n - g).min(GROUP);
+                        block_on(level, &x, k, matrix.group(g), cols, &mut out[g..], n);
+                    }
+                    out
+                })
+                .collect();
             for r in 0..m {
                 for c in 0..n {
                     let exact: f64 = (0..k)
                         .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
                         .sum();
                     let close = |v: f32| (v as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs());
-                    assert!(close(ours[r * n + c]) && close(portable[r * n + c]));
+                    assert!(close(ours[r * n + c]), "{m}x{n}x{k} [{r},{c}]");
+                    for (level, out) in Isa::supported().iter().zip(&paths) {
+                        assert!(close(out[r * n + c]), "{level} {m}x{n}x{k} [{r},{c}]");
+                    }
                 }
             }
         }

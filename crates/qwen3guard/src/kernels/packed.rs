@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::{Bf16Matrix, F32Matrix, Q8Matrix};
+use crate::kernels::{Bf16Matrix, F32Matrix, Q8Matrix};
 
 /// A `(rows, cols)` weight matrix in one of the compact formats.
 #[derive(Debug)]

@@ -1,0 +1,62 @@
+//! AVX2 + FMA kernel of [`crate::kernels::bf16`]: the weights stay bf16 in memory (half
+//! of f32's bandwidth) and are widened in registers, 8 rows' pairs per load: shifting a
+//! pair left by 16 bits gives the first feature's f32, masking off its low half the
+//! second's. Activations arrive as bf16 bits and are widened once per call, so each step
+//! broadcasts f32 values straight from memory. Products and sums are f32 (bf16 x bf16 is
+//! exact in f32), in another order than `vdpbf16ps`.
+
+use std::arch::x86_64::*;
+
+use crate::kernels::avx2::{half_tiles, store_rows};
+use crate::kernels::panels::GROUP;
+
+/// [`crate::kernels::bf16`]'s block product.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn block(
+    x: &[u16],
+    depth: usize,
+    group: &[u16],
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    assert!(depth.is_multiple_of(2));
+    let wide: Vec<f32> = x
+        .iter()
+        .map(|&b| f32::from_bits((b as u32) << 16))
+        .collect();
+    half_tiles!(tile, 2, &wide[..], depth, group, n, out, ld);
+}
+
+/// `R` activation rows (widened) against the group's outputs `first..first + 8 V`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize, const V: usize>(
+    x: &[f32],
+    depth: usize,
+    group: &[u16],
+    first: usize,
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+    let (xp, wp) = (x.as_ptr(), group.as_ptr().add(2 * first));
+    for pair in 0..depth / 2 {
+        let xv: [[__m256; 2]; R] = std::array::from_fn(|i| {
+            let at = xp.add(i * depth + 2 * pair);
+            [_mm256_broadcast_ss(&*at), _mm256_broadcast_ss(&*at.add(1))]
+        });
+        for v in 0..V {
+            let w = _mm256_loadu_si256(wp.add(pair * 2 * GROUP + 16 * v) as *const __m256i);
+            let even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+            let odd = _mm256_castsi256_ps(_mm256_and_si256(w, high));
+            for (row, x) in acc.iter_mut().zip(&xv) {
+                row[v] = _mm256_fmadd_ps(x[0], even, row[v]);
+                row[v] = _mm256_fmadd_ps(x[1], odd, row[v]);
+            }
+        }
+    }
+    store_rows(&acc, first, n, out, ld);
+}

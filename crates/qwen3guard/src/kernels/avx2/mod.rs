@@ -1,0 +1,104 @@
+//! The AVX2 + FMA variants of the kernels, for x86-64 processors without AVX-512 (Zen 1-3,
+//! Intel client parts, older Xeons).
+//!
+//! The weights keep the [`Panels`](crate::kernels::Panels) layout the AVX-512 kernels
+//! read; a register holds 8 outputs instead of 16, so a tile covers half a group (32
+//! outputs) for several activation rows, or the whole group for one row (decoding, where
+//! the weights' bandwidth is the limit and 8 accumulators keep both FMA units busy). The
+//! 16 registers bound a tile: 3 rows x 4 accumulators for f32, 2 x 4 for bf16 and 8 bits,
+//! which also need registers to widen or sign the weights. Every function requires AVX2
+//! and FMA; callers check [`crate::kernels::isa`] first.
+
+pub(crate) mod bf16;
+pub(crate) mod f32;
+pub(crate) mod math;
+pub(crate) mod q8;
+
+use std::arch::x86_64::*;
+
+/// Stores `R` rows of `V` vectors, the outputs `first..first + 8 V` of a group, at
+/// `out[r * ld + first..]`, keeping only outputs below `n` (the rest are padding rows).
+///
+/// # Safety
+/// AVX must be available, and `out` must hold `(R - 1) * ld + n` values.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn store_rows<const R: usize, const V: usize>(
+    acc: &[[__m256; V]; R],
+    first: usize,
+    n: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    debug_assert!(R == 0 || out.len() >= (R - 1) * ld + n);
+    for (i, row) in acc.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            let at = first + 8 * v;
+            let lanes = n.saturating_sub(at).min(8);
+            if lanes == 8 {
+                _mm256_storeu_ps(out.as_mut_ptr().add(i * ld + at), *a);
+            } else if lanes > 0 {
+                // A partial vector: through a buffer, so no address past `n` is formed.
+                let mut lanes_out = [0f32; 8];
+                _mm256_storeu_ps(lanes_out.as_mut_ptr(), *a);
+                out[i * ld + at..][..lanes].copy_from_slice(&lanes_out[..lanes]);
+            }
+        }
+    }
+}
+
+/// Runs `$tile::<R, V>(x, depth, group, first, n, out, ld)` over the activation rows of
+/// `$x` (rows `$depth` long) against the first `$n` rows of one weight group: one row
+/// against the whole group (`V` = 8), or up to `$mr` rows (2 or 3) against each half.
+macro_rules! half_tiles {
+    ($tile:ident, $mr:literal, $x:expr, $depth:expr, $group:expr, $n:expr, $out:expr, $ld:expr) => {{
+        let (x, depth, group, n, out, ld) = ($x, $depth, $group, $n, $out, $ld);
+        let m = x.len() / depth;
+        assert!(
+            group.len() == crate::kernels::panels::GROUP * depth
+                && n <= crate::kernels::panels::GROUP
+        );
+        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
+        if m == 1 {
+            $tile::<1, 8>(x, depth, group, 0, n, out, ld);
+        } else {
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min($mr);
+                let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
+                for first in [0, 32] {
+                    if first >= n {
+                        break;
+                    }
+                    match rows {
+                        1 => $tile::<1, 4>(x, depth, group, first, n, out, ld),
+                        2 => $tile::<2, 4>(x, depth, group, first, n, out, ld),
+                        _ => $tile::<$mr, 4>(x, depth, group, first, n, out, ld),
+                    }
+                }
+                r += rows;
+            }
+        }
+    }};
+}
+pub(crate) use half_tiles;
+
+/// The sum of the 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn sum_lanes(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// The largest of the 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn max_lanes(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
