@@ -92,4 +92,48 @@ mod tests {
         assert_eq!(detect(&[U, C, U, C, S]), None);
         assert_eq!(debounced_level(&[C, U, C, U]), S);
     }
+
+    /// The engine's incremental [`qwen3guard::stream::Debouncer`] (what a live session
+    /// reports) and this offline rule (what the published numbers use) must agree on every
+    /// sequence. A fixed-seed xorshift generator keeps the cases reproducible without a
+    /// dependency; short alphabets of runs make pairs, mixed pairs and late Unsafe pairs
+    /// common.
+    #[test]
+    fn agrees_with_the_engine_debouncer_on_random_sequences() {
+        use qwen3guard::stream::Debouncer;
+        use qwen3guard::Severity;
+
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let engine_level = |level: RiskLevel| match level {
+            RiskLevel::Safe => Severity::Safe,
+            RiskLevel::Unsafe => Severity::Unsafe,
+            RiskLevel::Controversial => Severity::Controversial,
+        };
+        let mut flagged = 0;
+        for case in 0..5_000 {
+            let len = (next() % 24) as usize;
+            let levels: Vec<RiskLevel> = (0..len)
+                .map(|_| RiskLevel::ALL[(next() % 3) as usize])
+                .collect();
+            let mut debouncer = Debouncer::new();
+            for (position, &level) in levels.iter().enumerate() {
+                debouncer.push(position, engine_level(level));
+            }
+            let ours = consecutive_unsafe(&levels).map(|d| (engine_level(d.level), d.position));
+            let engine = debouncer.official().map(|t| (t.severity, t.position));
+            assert_eq!(ours, engine, "case {case}: {levels:?}");
+            flagged += usize::from(ours.is_some());
+        }
+        // The generator must exercise both outcomes, or the comparison proves little.
+        assert!(
+            flagged > 1_000 && flagged < 4_000,
+            "{flagged} of 5000 flagged"
+        );
+    }
 }
