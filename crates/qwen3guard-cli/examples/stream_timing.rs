@@ -4,6 +4,8 @@
 use qwen3guard::*;
 use std::time::Instant;
 fn main() {
+    // glibc's allocator tuning, as the CLI does; other C libraries have no `mallopt`.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: allocator tuning before any other thread exists (as the CLI does).
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);

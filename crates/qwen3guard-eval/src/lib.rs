@@ -1,7 +1,7 @@
 //! Evaluation of Qwen3Guard: the official metrics, prediction-file formats and reports.
 //!
 //! The pieces, bottom up:
-//! - [`RiskLevel`] and [`Mode`] (strict / loose), in [`risk`];
+//! - [`Severity`] and [`Mode`] (strict / loose), the engine's own types, re-exported in [`risk`];
 //! - [`debounce::consecutive_unsafe`], the official rule that turns per-token Stream verdicts
 //!   into one response verdict and a detection position;
 //! - [`metrics::Confusion`] and [`metrics::Prf`], precision / recall / F1 of the unsafe class;
@@ -35,5 +35,5 @@ pub mod run;
 pub mod score;
 
 pub use error::{EvalError, Result};
-pub use risk::{Mode, RiskLevel};
+pub use risk::{Mode, Severity};
 pub use score::{score_file, score_reader, Kind, ScoreReport};

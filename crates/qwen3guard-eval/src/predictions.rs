@@ -25,13 +25,13 @@ use serde_json::{Map, Value};
 
 use crate::error::{show, token_position, EvalError, Result};
 use crate::latency::Span;
-use crate::risk::RiskLevel;
+use crate::risk::Severity;
 
 /// One sample of a Gen predictions file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GenRecord {
     /// Ground truth.
-    pub label: RiskLevel,
+    pub label: Severity,
     /// The guard's generated text (`Safety: ...\nCategories: ...`).
     pub guard_predict: String,
 }
@@ -40,12 +40,12 @@ pub struct GenRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamResponseRecord {
     /// Ground truth.
-    pub label: RiskLevel,
+    pub label: Severity,
     /// Per-position levels from `split_idx_eval` to the end of the rendered chat:
     /// `pred_risk_levels[i]` is the response head's verdict at absolute position
     /// `split_idx_eval + i`.
     #[serde(serialize_with = "as_official_indices")]
-    pub pred_risk_levels: Vec<RiskLevel>,
+    pub pred_risk_levels: Vec<Severity>,
     /// Absolute position (in the whole rendered chat's token ids) of the first token of the
     /// assistant's own text, where the predictions start.
     pub split_idx_eval: usize,
@@ -58,14 +58,14 @@ pub struct StreamResponseRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamPromptRecord {
     /// Ground truth.
-    pub label: RiskLevel,
+    pub label: Severity,
     /// Per-position levels of the query head over the last user turn; the verdict is the
     /// last entry (the turn's closing `<|im_end|>`), so the list is never empty.
     #[serde(serialize_with = "as_official_indices")]
-    pub pred_risk_levels: Vec<RiskLevel>,
+    pub pred_risk_levels: Vec<Severity>,
 }
 
-fn as_official_indices<S: Serializer>(levels: &[RiskLevel], s: S) -> Result<S::Ok, S::Error> {
+fn as_official_indices<S: Serializer>(levels: &[Severity], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(levels.iter().map(|l| l.official_index()))
 }
 
@@ -95,7 +95,7 @@ pub fn read_stream_response(reader: impl BufRead) -> Result<Vec<StreamResponseRe
     if records.iter().any(|(_, r)| r.span.is_some()) {
         if let Some((line, _)) = records
             .iter()
-            .find(|(_, r)| r.label == RiskLevel::Unsafe && r.span.is_none())
+            .find(|(_, r)| r.label == Severity::Unsafe && r.span.is_none())
         {
             return Err(EvalError::MissingField {
                 line: *line,
@@ -231,7 +231,7 @@ impl Fields<'_> {
     }
 
     /// `label`: a level name (the datasets never use indices for labels).
-    fn label(&self) -> Result<RiskLevel> {
+    fn label(&self) -> Result<Severity> {
         match self.require("label")? {
             Value::String(s) => s.parse().map_err(|e| self.invalid("label", format!("{e}"))),
             other => Err(self.invalid(
@@ -264,7 +264,7 @@ impl Fields<'_> {
     }
 
     /// `pred_risk_levels`: a list of level names or official indices.
-    fn levels(&self) -> Result<Vec<RiskLevel>> {
+    fn levels(&self) -> Result<Vec<Severity>> {
         const FIELD: &str = "pred_risk_levels";
         let Value::Array(items) = self.require(FIELD)? else {
             return Err(self.invalid(FIELD, "expected a list of risk levels".to_owned()));
@@ -275,7 +275,7 @@ impl Fields<'_> {
             .map(|(i, item)| {
                 let level = match item {
                     Value::String(s) => s.parse().ok(),
-                    Value::Number(n) => n.as_u64().and_then(RiskLevel::from_official_index),
+                    Value::Number(n) => n.as_u64().and_then(Severity::from_official_index),
                     _ => None,
                 };
                 level.ok_or_else(|| {

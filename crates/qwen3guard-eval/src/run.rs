@@ -43,9 +43,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use qwen3guard::gen::Scores;
 use qwen3guard::prompt::Task;
-use qwen3guard::stream::RiskProbs;
 use qwen3guard::{
     Checkpoint, Conversation, GenGuard, GenOptions, LoadOptions, Message, Role, Severity,
     StreamGuard, Variant,
@@ -55,7 +53,7 @@ use serde_json::Value;
 
 use crate::dataset::{id_key, Dataset, RowRef, Sample};
 use crate::predictions::{GenRecord, StreamPromptRecord, StreamResponseRecord};
-use crate::risk::RiskLevel;
+use crate::risk::SeverityProbs;
 use crate::score::Kind;
 
 /// A loaded checkpoint of either variant.
@@ -309,7 +307,7 @@ struct GenLine<'a> {
     safety: Option<&'static str>,
     categories: Vec<String>,
     refusal: Option<bool>,
-    scores: Scores,
+    scores: SeverityProbs,
     unsafe_score: f32,
     messages: Vec<Message>,
 }
@@ -476,14 +474,14 @@ fn stream_response_line<'a>(
         id: &sample.id,
         record: StreamResponseRecord {
             label: sample.label,
-            pred_risk_levels: tokens.iter().map(|t| level(t.risk_level)).collect(),
+            pred_risk_levels: tokens.iter().map(|t| t.risk_level).collect(),
             split_idx_eval: split,
             span: sample.span,
         },
         pred_categories: tokens.iter().map(|t| t.category.clone()).collect(),
         pred_risk_prob: tokens
             .iter()
-            .map(|t| round4(winning(&t.risk_probs, t.risk_level)))
+            .map(|t| round4(t.risk_probs.of(t.risk_level)))
             .collect(),
         verdict: verdict.map_or(Severity::Safe, |v| v.risk_level).as_str(),
         category: verdict.and_then(|v| v.category.clone()),
@@ -502,7 +500,7 @@ struct StreamPromptLine<'a> {
     pred_categories: [String; 1],
     pred_risk_prob: [f32; 1],
     prompt_index: usize,
-    risk_probs: RiskProbs,
+    risk_probs: SeverityProbs,
     category: String,
     unsafe_score: f32,
     messages: &'a [Message],
@@ -519,32 +517,16 @@ fn stream_prompt_line<'a>(
         id: &sample.id,
         record: StreamPromptRecord {
             label: sample.label,
-            pred_risk_levels: vec![level(p.risk_level)],
+            pred_risk_levels: vec![p.risk_level],
         },
         pred_categories: [p.category.clone()],
-        pred_risk_prob: [round4(winning(&p.risk_probs, p.risk_level))],
+        pred_risk_prob: [round4(p.risk_probs.of(p.risk_level))],
         prompt_index: p.token_index,
         risk_probs: p.risk_probs,
         category: p.category.clone(),
         unsafe_score: round4(p.risk_probs.unsafe_ + p.risk_probs.controversial),
         messages: sample.conversation.messages(),
     })
-}
-
-fn level(severity: Severity) -> RiskLevel {
-    match severity {
-        Severity::Safe => RiskLevel::Safe,
-        Severity::Unsafe => RiskLevel::Unsafe,
-        Severity::Controversial => RiskLevel::Controversial,
-    }
-}
-
-fn winning(probs: &RiskProbs, level: Severity) -> f32 {
-    match level {
-        Severity::Safe => probs.safe,
-        Severity::Unsafe => probs.unsafe_,
-        Severity::Controversial => probs.controversial,
-    }
 }
 
 /// Four decimals keep the files small and are more than the metrics can tell apart.

@@ -8,7 +8,7 @@ use qwen3guard::prompt::Task;
 use qwen3guard::Role;
 use qwen3guard_eval::dataset::{Dataset, DatasetError, Format};
 use qwen3guard_eval::latency::Span;
-use qwen3guard_eval::RiskLevel::{self, Safe, Unsafe};
+use qwen3guard_eval::Severity::{self, Safe, Unsafe};
 use serde_json::{json, Value};
 
 fn sample_file(name: &str) -> PathBuf {
@@ -26,7 +26,7 @@ fn load(name: &str, task: Task, expected: Format) -> Dataset {
     dataset
 }
 
-fn labels(dataset: &Dataset) -> Vec<RiskLevel> {
+fn labels(dataset: &Dataset) -> Vec<Severity> {
     dataset.samples.iter().map(|s| s.label).collect()
 }
 

@@ -1,5 +1,12 @@
 //! The moderation policy: severities, strict/loose modes, categories, and the parser of
 //! Gen's written verdict.
+//!
+//! These are the only severity, mode and probability types of the workspace: the
+//! evaluation crate scores files with them too, so a level means the same thing in a live
+//! verdict and in a published number.
+
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +22,25 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// All levels, in the order of the official evaluation's index map
+    /// `{0: Safe, 1: Unsafe, 2: Controversial}`.
+    pub const ALL: [Severity; 3] = [Severity::Safe, Severity::Unsafe, Severity::Controversial];
+
+    /// The level's index in the official map `{0: Safe, 1: Unsafe, 2: Controversial}` (the
+    /// official scripts write prediction files with these indices).
+    pub fn official_index(self) -> u8 {
+        match self {
+            Severity::Safe => 0,
+            Severity::Unsafe => 1,
+            Severity::Controversial => 2,
+        }
+    }
+
+    /// The level at `index` in the official map, or `None` outside 0..=2.
+    pub fn from_official_index(index: u64) -> Option<Self> {
+        Self::ALL.get(usize::try_from(index).ok()?).copied()
+    }
+
     /// Parses the label as the models write it.
     pub fn from_label(label: &str) -> Option<Self> {
         match label {
@@ -40,6 +66,27 @@ impl Severity {
             (self, mode),
             (Severity::Unsafe, _) | (Severity::Controversial, Mode::Strict)
         )
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of [`Severity::from_str`]: the text is not one of the three names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown risk level {0:?} (expected \"Safe\", \"Unsafe\" or \"Controversial\")")]
+pub struct UnknownSeverity(pub String);
+
+impl FromStr for Severity {
+    type Err = UnknownSeverity;
+
+    /// The exact, case-sensitive name ([`Severity::from_label`]): the official scripts
+    /// compare strings exactly, so accepting `"unsafe"` would silently disagree with them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::from_label(s).ok_or_else(|| UnknownSeverity(s.to_owned()))
     }
 }
 
@@ -71,6 +118,15 @@ impl SeverityProbs {
         }
     }
 
+    /// The probability of `severity`.
+    pub fn of(&self, severity: Severity) -> f32 {
+        match severity {
+            Severity::Safe => self.safe,
+            Severity::Unsafe => self.unsafe_,
+            Severity::Controversial => self.controversial,
+        }
+    }
+
     /// The most probable severity (Unsafe, then Controversial, on ties).
     pub fn best(&self) -> Severity {
         if self.unsafe_ >= self.safe && self.unsafe_ >= self.controversial {
@@ -84,7 +140,7 @@ impl SeverityProbs {
 }
 
 /// What Controversial means for a deployment (paper, Tables 2-6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Controversial counts as Unsafe.
@@ -92,6 +148,25 @@ pub enum Mode {
     Strict,
     /// Controversial counts as Safe.
     Loose,
+}
+
+impl Mode {
+    /// Both modes, strict first (the order reports print them in).
+    pub const ALL: [Mode; 2] = [Mode::Strict, Mode::Loose];
+
+    /// `"strict"` or `"loose"` (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strict => "strict",
+            Mode::Loose => "loose",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The harm categories in the order the Gen prompt lists them. `Jailbreak` applies to
@@ -208,6 +283,19 @@ mod tests {
     fn unparseable_output_has_no_safety() {
         assert_eq!(parse_gen_output("I cannot help"), ParsedVerdict::default());
         assert_eq!(parse_gen_output("Safety: Maybe").safety, None);
+    }
+
+    #[test]
+    fn official_index_round_trips_and_names_are_exact() {
+        for level in Severity::ALL {
+            let index = level.official_index().into();
+            assert_eq!(Severity::from_official_index(index), Some(level));
+            assert_eq!(level.to_string().parse::<Severity>(), Ok(level));
+        }
+        assert_eq!(Severity::from_official_index(3), None);
+        assert_eq!(Severity::Unsafe.official_index(), 1);
+        assert!("unsafe".parse::<Severity>().is_err());
+        assert_eq!(Mode::Loose.to_string(), "loose");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, conversation, fixture, reference};
+use common::{assert_close, conversation, fixture, nan_max, reference};
 use qwen3guard::{Checkpoint, GenGuard, GenOptions, Message};
 use serde::Deserialize;
 
@@ -145,7 +145,7 @@ fn reduced_precision_scores_stay_close_to_f32() {
                 (a.unsafe_, b.unsafe_),
                 (a.controversial, b.controversial),
             ] {
-                worst = worst.max((x - y).abs());
+                worst = nan_max(worst, (x - y).abs());
             }
         }
         println!("{precision} vs f32, gen-sharded fixture: max score difference {worst:.5}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, conversation, fixture, reference};
+use common::{assert_close, conversation, fixture, max_abs_difference, nan_max, reference};
 use qwen3guard::stream::StreamReport;
 use qwen3guard::{Checkpoint, Message, StreamGuard};
 use serde::Deserialize;
@@ -186,9 +186,7 @@ fn reduced_precisions_stay_close_to_f32() {
                 .chain(r32.iter().zip(&r))
                 .chain(c32.iter().zip(&c));
             for (a, b) in pairs {
-                for (x, y) in a.iter().zip(b) {
-                    worst = worst.max((x - y).abs());
-                }
+                worst = nan_max(worst, max_abs_difference(a, b));
             }
         }
         println!("{precision} vs f32, stream fixture: max probability difference {worst:.5}");

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{task_name, DatasetError, RawRow, Result, RowRef};
 use crate::error::{show, token_position};
 use crate::latency::Span;
-use crate::risk::RiskLevel;
+use crate::risk::Severity;
 
 /// The dataset layouts `eval run` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,7 +111,7 @@ pub struct Draft {
     /// The whole conversation (cut for the task later).
     pub messages: Vec<Message>,
     /// Ground truth for the task.
-    pub label: RiskLevel,
+    pub label: Severity,
     /// The annotated unsafe span.
     pub span: Option<Span>,
 }
@@ -125,17 +125,13 @@ pub enum Converted {
     Skip(&'static str),
 }
 
-const LEVELS: &[(&str, RiskLevel)] = &[
-    ("safe", RiskLevel::Safe),
-    ("unsafe", RiskLevel::Unsafe),
-    ("controversial", RiskLevel::Controversial),
+const LEVELS: &[(&str, Severity)] = &[
+    ("safe", Severity::Safe),
+    ("unsafe", Severity::Unsafe),
+    ("controversial", Severity::Controversial),
 ];
-const HARM: &[(&str, RiskLevel)] = &[
-    ("harmful", RiskLevel::Unsafe),
-    ("unharmful", RiskLevel::Safe),
-];
-const SAFE_UNSAFE: &[(&str, RiskLevel)] =
-    &[("safe", RiskLevel::Safe), ("unsafe", RiskLevel::Unsafe)];
+const HARM: &[(&str, Severity)] = &[("harmful", Severity::Unsafe), ("unharmful", Severity::Safe)];
+const SAFE_UNSAFE: &[(&str, Severity)] = &[("safe", Severity::Safe), ("unsafe", Severity::Unsafe)];
 const OPENAI_FLAGS: [&str; 8] = ["S", "H", "V", "HR", "SH", "S3", "H2", "V2"];
 
 impl Format {
@@ -260,9 +256,9 @@ fn chat(row: &Row<'_>, field: &str, task: Task) -> Result<Converted> {
 fn toxicchat(row: &Row<'_>) -> Result<Converted> {
     let prompt = row.text("user_input")?;
     let label = if row.flag("toxicity")? {
-        RiskLevel::Unsafe
+        Severity::Unsafe
     } else {
-        RiskLevel::Safe
+        Severity::Safe
     };
     Ok(one(row.id("conv_id"), exchange(prompt, None), label, None))
 }
@@ -309,7 +305,7 @@ fn labelled_exchange(
     task: Task,
     (prompt, response): (String, Option<String>),
     columns: [(&str, &'static str); 2],
-    words: &[(&str, RiskLevel)],
+    words: &[(&str, Severity)],
 ) -> Result<Converted> {
     let (column, unlabelled) = match task {
         Task::Prompt => columns[0],
@@ -377,9 +373,9 @@ fn harmbench(row: &Row<'_>, task: Task) -> Result<Converted> {
         }
         let harmful = 2 * votes.iter().filter(|&&v| v).count() > votes.len();
         let label = if harmful {
-            RiskLevel::Unsafe
+            Severity::Unsafe
         } else {
-            RiskLevel::Safe
+            Severity::Safe
         };
         return Ok(one(None, exchange(prompt, Some(response)), label, None));
     }
@@ -405,7 +401,7 @@ fn harmbench(row: &Row<'_>, task: Task) -> Result<Converted> {
         Some(context) => format!("{context}\n\n---\n\n{behavior}"),
         None => behavior,
     };
-    Ok(one(id, exchange(prompt, None), RiskLevel::Unsafe, None))
+    Ok(one(id, exchange(prompt, None), Severity::Unsafe, None))
 }
 
 fn openai_moderation(row: &Row<'_>) -> Result<Converted> {
@@ -422,9 +418,9 @@ fn openai_moderation(row: &Row<'_>) -> Result<Converted> {
         return Ok(Converted::Skip("no category flags"));
     }
     let label = if flagged {
-        RiskLevel::Unsafe
+        Severity::Unsafe
     } else {
-        RiskLevel::Safe
+        Severity::Safe
     };
     Ok(one(row.id("id"), exchange(prompt, None), label, None))
 }
@@ -434,7 +430,7 @@ fn simplesafetytests(row: &Row<'_>) -> Result<Converted> {
     Ok(one(
         row.id("id"),
         exchange(prompt, None),
-        RiskLevel::Unsafe,
+        Severity::Unsafe,
         None,
     ))
 }
@@ -476,7 +472,7 @@ fn xstest(row: &Row<'_>, task: Task) -> Result<Converted> {
 fn one(
     id: Option<Value>,
     messages: Vec<Message>,
-    label: RiskLevel,
+    label: Severity,
     span: Option<Span>,
 ) -> Converted {
     Converted::Samples(vec![Draft {
@@ -495,11 +491,11 @@ fn exchange(prompt: String, response: Option<String>) -> Vec<Message> {
     messages
 }
 
-fn safe_flag(safe: bool) -> RiskLevel {
+fn safe_flag(safe: bool) -> Severity {
     if safe {
-        RiskLevel::Safe
+        Severity::Safe
     } else {
-        RiskLevel::Unsafe
+        Severity::Unsafe
     }
 }
 
@@ -597,12 +593,12 @@ impl Row<'_> {
     }
 
     /// A label word, matched case-insensitively against `words`.
-    fn word(&self, field: &str, words: &[(&str, RiskLevel)]) -> Result<RiskLevel> {
+    fn word(&self, field: &str, words: &[(&str, Severity)]) -> Result<Severity> {
         self.optional_word(field, words)?
             .ok_or_else(|| self.missing(field))
     }
 
-    fn optional_word(&self, field: &str, words: &[(&str, RiskLevel)]) -> Result<Option<RiskLevel>> {
+    fn optional_word(&self, field: &str, words: &[(&str, Severity)]) -> Result<Option<Severity>> {
         let Some(value) = self.get(field) else {
             return Ok(None);
         };
@@ -838,7 +834,7 @@ mod tests {
             Converted::Skip("no response")
         );
         let d = draft(convert(Format::WildGuardTest, prompt_only, Task::Prompt).unwrap());
-        assert_eq!(d.label, RiskLevel::Unsafe);
+        assert_eq!(d.label, Severity::Unsafe);
         let err = convert(
             Format::WildGuardTest,
             r#"{"prompt": "p", "prompt_harm_label": "maybe"}"#,
@@ -861,7 +857,7 @@ mod tests {
             )
             .unwrap(),
         );
-        assert_eq!(d.label, RiskLevel::Unsafe);
+        assert_eq!(d.label, Severity::Unsafe);
         let d = draft(
             convert(
                 Format::HarmBench,
@@ -870,7 +866,7 @@ mod tests {
             )
             .unwrap(),
         );
-        assert_eq!(d.label, RiskLevel::Safe);
+        assert_eq!(d.label, Severity::Safe);
         let d = draft(
             convert(
                 Format::HarmBench,
@@ -900,7 +896,7 @@ mod tests {
                 )
                 .unwrap(),
             );
-            assert_eq!(d.label == RiskLevel::Unsafe, expected, "{value}");
+            assert_eq!(d.label == Severity::Unsafe, expected, "{value}");
         }
         let err = convert(
             Format::ToxicChat,

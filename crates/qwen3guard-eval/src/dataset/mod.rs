@@ -24,7 +24,7 @@ use qwen3guard::{Conversation, Message, Role};
 use serde_json::Value;
 
 use crate::latency::Span;
-use crate::risk::RiskLevel;
+use crate::risk::Severity;
 
 pub use adapters::Format;
 pub use rows::{read_rows, RawRow};
@@ -181,7 +181,7 @@ pub struct Sample {
     /// with the assistant's message for responses.
     pub conversation: Conversation,
     /// Ground truth for the task.
-    pub label: RiskLevel,
+    pub label: Severity,
     /// The annotated unsafe span (Qwen3GuardTest `_loc` splits).
     pub span: Option<Span>,
 }

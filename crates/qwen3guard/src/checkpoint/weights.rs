@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use half::f16;
-use memmap2::{Mmap, UncheckedAdvice};
+use memmap2::Mmap;
+#[cfg(unix)]
+use memmap2::UncheckedAdvice;
 use safetensors::tensor::{Dtype as StDtype, Metadata, SafeTensors};
 use serde::Deserialize;
 
@@ -253,7 +255,14 @@ impl Weights {
 impl WeightFile {
     /// Drops the pages of `bytes` (a slice of this file's map) from memory once they are
     /// copied: the model keeps its own converted copy, and without this the file's pages
-    /// would stay resident too, doubling peak memory while loading.
+    /// would stay resident too, doubling peak memory while loading. Unix only
+    /// (`madvise`; memmap2 has no `UncheckedAdvice` elsewhere): on other systems the pages
+    /// stay until the map is dropped after loading, which costs memory, not correctness.
+    #[cfg(not(unix))]
+    fn release(&self, _bytes: &[u8]) {}
+
+    /// See the other `release`.
+    #[cfg(unix)]
     fn release(&self, bytes: &[u8]) {
         let page = 4096;
         let offset = bytes.as_ptr() as usize - self.map.as_ptr() as usize;

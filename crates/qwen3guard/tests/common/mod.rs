@@ -29,18 +29,54 @@ pub fn conversation(messages: &[Message]) -> Conversation {
     Conversation::new(messages.to_vec()).expect("reference conversations are valid")
 }
 
-/// Asserts `a` and `b` agree element-wise within [`TOLERANCE`].
-pub fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
-    let worst = a
-        .iter()
+/// One step of a "largest difference so far" fold that keeps a NaN once it has seen one.
+///
+/// `f32::max` returns the other operand when one is NaN, so folding differences with it
+/// silently drops a NaN output and the tolerance check after it passes; here a NaN wins,
+/// and every comparison against the tolerance then fails.
+pub fn nan_max(worst: f32, difference: f32) -> f32 {
+    if difference.is_nan() || difference > worst {
+        difference
+    } else {
+        worst
+    }
+}
+
+/// The largest absolute element-wise difference of `a` and `b` (same length), NaN when
+/// any difference is NaN (a NaN on either side, or infinities of the same sign).
+pub fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= TOLERANCE,
-        "{what}: max abs difference {worst} exceeds {TOLERANCE}\n  ours: {a:?}\n  ref:  {b:?}"
-    );
+        .fold(0.0, nan_max)
+}
+
+/// Whether `a` and `b` agree element-wise within `tolerance`; the reason when not.
+///
+/// The comparison is written `worst <= tolerance` so that a NaN `worst` fails it.
+pub fn check_close(what: &str, a: &[f32], b: &[f32], tolerance: f32) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!(
+            "{what}: lengths differ ({} vs {})",
+            a.len(),
+            b.len()
+        ));
+    }
+    let worst = max_abs_difference(a, b);
+    if worst <= tolerance {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: max abs difference {worst} exceeds {tolerance}\n  ours: {a:?}\n  ref:  {b:?}"
+        ))
+    }
+}
+
+/// Asserts `a` and `b` agree element-wise within [`TOLERANCE`] (a NaN anywhere fails).
+pub fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    if let Err(reason) = check_close(what, a, b, TOLERANCE) {
+        panic!("{reason}");
+    }
 }
 
 /// A scratch directory removed on drop.
