@@ -25,7 +25,7 @@ pub mod stream;
 
 pub use checkpoint::{Checkpoint, Variant};
 pub use device::{LoadOptions, Precision};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use gen::{GenGuard, GenOptions, GenVerdict};
 pub use policy::{Mode, Severity};
 pub use prompt::{Conversation, Message, Role};
