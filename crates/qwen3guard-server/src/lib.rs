@@ -22,7 +22,6 @@ pub mod scheduler;
 pub mod sessions;
 pub mod validation;
 
-use std::sync::Arc;
 
 pub use config::{Limits, ServerConfig};
 pub use http::{app, AppError, AppState};
