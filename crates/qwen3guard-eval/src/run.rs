@@ -295,7 +295,7 @@ fn predict(
 /// A prediction rendered as its JSON line.
 fn to_json<T: Serialize>(line: qwen3guard::Result<T>) -> qwen3guard::Result<String> {
     serde_json::to_string(&line?)
-        .map_err(|e| qwen3guard::Error::Session(format!("cannot serialize the prediction: {e}")))
+        .map_err(|e| qwen3guard::Error::Internal(format!("cannot serialize the prediction: {e}")))
 }
 
 /// A Gen output line.
@@ -340,7 +340,7 @@ fn gen_lines<'a>(
         .map(|(sample, conversation)| {
             let conversation = conversation?;
             let verdict = verdicts.next().unwrap_or_else(|| {
-                Err(qwen3guard::Error::Session(
+                Err(qwen3guard::Error::Internal(
                     "a batched request gave no result".into(),
                 ))
             })?;

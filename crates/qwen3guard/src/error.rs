@@ -2,15 +2,37 @@
 //!
 //! Every variant names what is wrong (a path, a tensor, a field) so that the command-line
 //! tool can print it as one line and a server can map it to a status code without parsing
-//! strings.
+//! strings: [`Error::kind`] sorts every variant into an [`ErrorKind`] (the caller's
+//! mistake, input too long, a checkpoint problem, an internal fault).
 
 use std::path::PathBuf;
 
 /// Result alias used throughout the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of failure an [`Error`] is, for callers that react by kind (a server maps
+/// these to status codes) rather than by variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's input is wrong (a malformed conversation, a token id outside the
+    /// vocabulary, no tokens, sessions mixed from two models): fix the request.
+    InvalidInput,
+    /// The input is well formed but longer than the model's context.
+    TooLong,
+    /// The checkpoint or the operation asks for something this engine does not implement,
+    /// or needs the other model variant.
+    Unsupported,
+    /// A file, download, tokenizer or template the engine needs is missing or malformed.
+    Resource,
+    /// A fault inside the engine (a failed computation, broken bookkeeping): not the
+    /// caller's doing.
+    Internal,
+}
+
 /// Everything that can go wrong while loading a checkpoint or moderating.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be opened or read.
     #[error("cannot read {path}: {source}")]
@@ -115,15 +137,68 @@ pub enum Error {
         /// What failed, with a hint.
         reason: String,
     },
-    /// A stream session was used out of order.
+    /// A token id that the model's embedding table has no row for.
+    #[error("token id {id} is outside the model's vocabulary of {vocab_size}")]
+    TokenOutOfVocabulary {
+        /// The offending id.
+        id: u32,
+        /// The vocabulary size (`vocab_size` in config.json).
+        vocab_size: usize,
+    },
+    /// An operation that needs at least one token was given none.
+    #[error("{0} needs at least one token")]
+    NoTokens(&'static str),
+    /// A batch call got lists of different lengths.
+    #[error("a batch of {sessions} sessions was given {lists} lists of token ids")]
+    BatchShape {
+        /// Sessions in the batch.
+        sessions: usize,
+        /// Lists of ids given.
+        lists: usize,
+    },
+    /// A session opened by one loaded model was passed to another.
+    #[error("a session opened by another StreamGuard cannot join this batch")]
+    ForeignSession,
+    /// The cache or batch bookkeeping is inconsistent (raised by the model code); a bug,
+    /// never the caller's input.
     #[error("stream session: {0}")]
     Session(String),
+    /// An internal fault that is not a failed tensor computation (a batch that lost a
+    /// result, a value that failed to serialize); a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The tensor library failed; this indicates a bug or an out-of-memory condition.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }
 
 impl Error {
+    /// The kind of failure, for mapping to statuses or exit codes.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Conversation(_)
+            | Error::TokenOutOfVocabulary { .. }
+            | Error::NoTokens(_)
+            | Error::BatchShape { .. }
+            | Error::ForeignSession => ErrorKind::InvalidInput,
+            Error::ContextTooLong { .. } => ErrorKind::TooLong,
+            Error::Unsupported(_) | Error::UnknownArchitecture(_) | Error::WrongVariant { .. } => {
+                ErrorKind::Unsupported
+            }
+            Error::Io { .. }
+            | Error::Json { .. }
+            | Error::Config { .. }
+            | Error::Safetensors { .. }
+            | Error::MissingTensor { .. }
+            | Error::TensorShape { .. }
+            | Error::TensorDtype { .. }
+            | Error::Tokenizer(_)
+            | Error::Template(_)
+            | Error::Download { .. } => ErrorKind::Resource,
+            Error::Session(_) | Error::Internal(_) | Error::Compute(_) => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

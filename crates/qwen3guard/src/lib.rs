@@ -26,8 +26,8 @@ pub mod stream;
 
 pub use checkpoint::{Checkpoint, Variant};
 pub use device::{LoadOptions, Precision};
+pub use error::{Error, ErrorKind, Result};
 pub use kernels::{isa, Isa};
-pub use error::{Error, Result};
 pub use gen::{GenGuard, GenOptions, GenVerdict};
 pub use policy::{Mode, Severity};
 pub use prompt::{Conversation, Message, Role};

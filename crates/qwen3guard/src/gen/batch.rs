@@ -55,7 +55,7 @@ pub(super) fn run_all(
                     // Rare (the product itself failed): every request that needed it fails;
                     // the others of the pass still take their rows.
                     for &p in &wanted {
-                        errors[pass[p].0] = Some(Error::Session(format!(
+                        errors[pass[p].0] = Some(Error::Internal(format!(
                             "logits of a batched step failed: {err}"
                         )));
                     }

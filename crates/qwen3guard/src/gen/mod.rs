@@ -12,6 +12,7 @@
 //! for [`GenGuard::moderate_batch`].
 
 mod batch;
+mod categories;
 mod decoder;
 mod draft;
 mod preamble;
@@ -30,6 +31,7 @@ use crate::prompt::{Conversation, Prompter, RenderOptions, RenderedPrompt, Task}
 
 use decoder::Decoder;
 
+pub use categories::CategoryScore;
 pub use draft::FormatTrie;
 pub use preamble::Preamble;
 
@@ -211,7 +213,7 @@ impl GenGuard {
     ) -> Result<GenVerdict> {
         match self.moderate_batch(&[(conversation, *options)]).pop() {
             Some(result) => result,
-            None => Err(Error::Session("a batch of one gave no result".into())),
+            None => Err(Error::Internal("a batch of one gave no result".into())),
         }
     }
 
@@ -267,10 +269,7 @@ impl GenGuard {
                 max,
             });
         }
-        let (cache, reused) = match (options.prefix_cache, m.preamble(task)) {
-            (true, Some(preamble)) => preamble.start(&ids)?,
-            _ => (m.backbone.new_cache(), 0),
-        };
+        let (cache, reused) = self.start_cache(&ids, task, options.prefix_cache)?;
         let verdict = options.verdict_only.then_some(options.categories);
         let decoder = Decoder::new(
             m,
@@ -280,6 +279,16 @@ impl GenGuard {
             (options.max_new_tokens, options.format_drafts, verdict),
         );
         Ok((ids, decoder))
+    }
+
+    /// A cache for the prompt `ids` of `task`: a fork of the preamble's when `prefix_cache`
+    /// allows and one is available, else empty; and how many of `ids` it already holds.
+    fn start_cache(&self, ids: &[u32], task: Task, prefix_cache: bool) -> Result<(KvCache, usize)> {
+        let m = &*self.model;
+        match (prefix_cache, m.preamble(task)) {
+            (true, Some(preamble)) => preamble.start(ids),
+            _ => Ok((m.backbone.new_cache(), 0)),
+        }
     }
 
     /// Final-norm hidden states and logits at the last prompt position; for parity tests

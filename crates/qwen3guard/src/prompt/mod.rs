@@ -12,7 +12,7 @@ use std::path::Path;
 
 pub use conversation::{Conversation, Message, Role, Task};
 pub use template::{ChatTemplate, RenderOptions, TemplateMessage};
-pub use tokenize::PromptTokenizer;
+pub use tokenize::{PromptTokenizer, TextPiece};
 
 use crate::error::{Error, Result};
 

@@ -24,6 +24,16 @@ const ESCAPE: char = '\u{E000}';
 /// Marker `k` is escaped as `ESCAPE` followed by `MARKER_BASE + k`.
 const MARKER_BASE: u32 = 0xE001;
 
+/// One pre-tokenizer piece of a text and its token ids (see
+/// [`PromptTokenizer::encode_text_pieces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPiece {
+    /// Where the piece lies in the encoded text, in bytes.
+    pub bytes: std::ops::Range<usize>,
+    /// Its tokens.
+    pub ids: Vec<u32>,
+}
+
 /// The checkpoint's tokenizer, with its control tokens matched here rather than by it.
 pub struct PromptTokenizer {
     /// Decodes everything; encodes text through its parts (see [`Self::encode_text`]), so
@@ -149,6 +159,18 @@ impl PromptTokenizer {
     /// Encodes text with no control tokens at all: the tokenizer's own pipeline (normalize,
     /// pre-tokenize, BPE each piece) without the step that splits at added tokens.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .encode_text_pieces(text)?
+            .into_iter()
+            .flat_map(|piece| piece.ids)
+            .collect())
+    }
+
+    /// Like [`Self::encode_text`], but split at the pre-tokenizer's pieces, each with the
+    /// byte range of `text` it came from. BPE never merges across pieces, so a caller that
+    /// receives text in parts (a streamed response) can tell which tokens are settled:
+    /// those of pieces that more text can no longer change.
+    pub fn encode_text_pieces(&self, text: &str) -> Result<Vec<TextPiece>> {
         let failed = |e| Error::Tokenizer(format!("cannot encode text: {e}"));
         let mut pieces = PreTokenizedString::from(text);
         if let Some(normalizer) = self.full.get_normalizer() {
@@ -164,9 +186,12 @@ impl PromptTokenizer {
             .tokenize(|piece| model.tokenize(piece.get()))
             .map_err(failed)?;
         Ok(pieces
-            .get_splits(OffsetReferential::Original, OffsetType::None)
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
             .into_iter()
-            .flat_map(|(_, _, tokens)| tokens.iter().flatten().map(|token| token.id))
+            .map(|(_, (start, end), tokens)| TextPiece {
+                bytes: start..end,
+                ids: tokens.iter().flatten().map(|token| token.id).collect(),
+            })
             .collect())
     }
 

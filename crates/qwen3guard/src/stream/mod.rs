@@ -199,7 +199,7 @@ impl StreamGuard {
     /// verdict is read at the last id.
     pub fn open_ids(&self, prompt_ids: &[u32]) -> Result<StreamSession> {
         if prompt_ids.is_empty() {
-            return Err(Error::Session("cannot open a session on no tokens".into()));
+            return Err(Error::NoTokens("opening a stream session"));
         }
         StreamSession::open(self.model.clone(), prompt_ids)
     }

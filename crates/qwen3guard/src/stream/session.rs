@@ -93,7 +93,7 @@ impl StreamSession {
         if ids.is_empty() {
             return Ok(&[]);
         }
-        self.check_room(ids.len())?;
+        self.check_input(ids)?;
         let first = self.position();
         let hidden = self.model.backbone.forward(ids, &mut self.cache)?;
         let heads = match self.model.response_heads(&hidden) {
@@ -106,13 +106,21 @@ impl StreamSession {
         Ok(self.record(first, ids, heads))
     }
 
-    /// Refuses `count` more positions past the model's context.
-    fn check_room(&self, count: usize) -> Result<()> {
-        let max = self.model.backbone.config().max_position_embeddings;
-        if self.position() + count > max {
+    /// Refuses `ids` past the model's context or outside its vocabulary, with the
+    /// engine's own typed errors (the caller's mistake, not a model fault).
+    fn check_input(&self, ids: &[u32]) -> Result<()> {
+        let config = self.model.backbone.config();
+        let max = config.max_position_embeddings;
+        if self.position() + ids.len() > max {
             return Err(Error::ContextTooLong {
-                tokens: self.position() + count,
+                tokens: self.position() + ids.len(),
                 max,
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+            return Err(Error::TokenOutOfVocabulary {
+                id,
+                vocab_size: config.vocab_size,
             });
         }
         Ok(())
@@ -206,17 +214,14 @@ pub(crate) fn append_batch(
     ids: &[&[u32]],
 ) -> Result<()> {
     if sessions.len() != ids.len() {
-        return Err(Error::Session(format!(
-            "{} sessions but {} lists of token ids",
-            sessions.len(),
-            ids.len()
-        )));
+        return Err(Error::BatchShape {
+            sessions: sessions.len(),
+            lists: ids.len(),
+        });
     }
     for session in sessions.iter() {
         if !Arc::ptr_eq(&session.model, model) {
-            return Err(Error::Session(
-                "a session opened by another StreamGuard cannot join this batch".into(),
-            ));
+            return Err(Error::ForeignSession);
         }
     }
     // Sessions with nothing to append sit the pass out.
@@ -227,7 +232,7 @@ pub(crate) fn append_batch(
         .map(|(session, ids)| (&mut **session, *ids))
         .collect();
     for (session, ids) in &work {
-        session.check_room(ids.len())?;
+        session.check_input(ids)?;
     }
     let firsts: Vec<usize> = work.iter().map(|(s, _)| s.position()).collect();
     let mut items: Vec<BatchItem<'_>> = work

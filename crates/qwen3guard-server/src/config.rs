@@ -1,0 +1,80 @@
+//! The server's settings: which models, where to listen, and the limits it enforces.
+//!
+//! The CLI parses flags (and `QWEN3GUARD_*` variables) into [`ServerConfig`]; nothing here
+//! reads the environment, so tests build configs directly.
+
+use std::time::Duration;
+
+use qwen3guard::{Mode, Precision};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Gen checkpoint (directory or Hub repo id), for `/v1/moderations` and `/v1/guard`.
+    pub gen_model: Option<String>,
+    /// Stream checkpoint, for `/v1/stream/...`.
+    pub stream_model: Option<String>,
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Precision the models are loaded in.
+    pub precision: Precision,
+    /// Default policy mode (requests may override it on `/v1/guard`).
+    pub mode: Mode,
+    /// Accepted bearer keys; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Queue, session and body limits.
+    pub limits: Limits,
+}
+
+/// Limits that keep one client from exhausting the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Commands waiting for the scheduler at most; more get 503 with `Retry-After`.
+    pub max_queue: usize,
+    /// Gen requests run in one batch at most.
+    pub max_batch: usize,
+    /// Open stream sessions at most; more get 429.
+    pub max_sessions: usize,
+    /// Positions (prompt and response tokens) one session may hold; more get 413.
+    pub max_session_tokens: usize,
+    /// A session untouched this long is closed.
+    pub session_idle: Duration,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// How long `/health` waits for the scheduler to answer its probe.
+    pub probe_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_queue: 1024,
+            max_batch: 32,
+            max_sessions: 1024,
+            max_session_tokens: 32_768,
+            session_idle: Duration::from_secs(600),
+            max_body_bytes: 4 << 20,
+            probe_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            gen_model: None,
+            stream_model: None,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            precision: Precision::F32,
+            mode: Mode::Strict,
+            api_keys: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The one error type of the HTTP layer and its one map to statuses.
+//!
+//! Every failure a handler can meet becomes an [`AppError`]; [`AppError::status`] is the
+//! single place deciding the status code, and every body has the OpenAI shape
+//! `{"error": {"message", "type", "code"}}` so that SDKs surface the message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use qwen3guard::ErrorKind;
+use serde_json::json;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not valid JSON, or a field is missing, mistyped or out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// No or a wrong bearer key.
+    #[error("missing or invalid API key (send `Authorization: Bearer <key>`)")]
+    Unauthorized,
+    /// The session id names no open session (closed, expired, or held by another
+    /// replica).
+    #[error("no open stream session {0:?} (it was closed, expired, or never opened here)")]
+    SessionNotFound(String),
+    /// An append's offset skips text or tokens the server never received.
+    #[error("{0}")]
+    OffsetGap(String),
+    /// Input or body larger than a limit or the model's context.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many open sessions.
+    #[error("{0}")]
+    TooManySessions(String),
+    /// The scheduler's queue is full; retry shortly.
+    #[error("the server is busy ({0} requests queued); retry shortly")]
+    Overloaded(usize),
+    /// Models are still loading, the server is shutting down, or the scheduler stopped.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The endpoint needs a model this server was not started with.
+    #[error("{0}")]
+    ModelNotLoaded(String),
+    /// The engine refused or failed the request.
+    #[error(transparent)]
+    Engine(#[from] qwen3guard::Error),
+}
+
+impl AppError {
+    /// The status code, the error `type` and the machine-readable `code`.
+    pub fn status(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            AppError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
+            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
+            AppError::SessionNotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", "session_not_found"),
+            AppError::OffsetGap(_) => (StatusCode::CONFLICT, "invalid_request_error", "offset_gap"),
+            AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "too_large"),
+            AppError::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_sessions"),
+            AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", "queue_full"),
+            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "unavailable"),
+            AppError::ModelNotLoaded(_) => (StatusCode::NOT_IMPLEMENTED, "invalid_request_error", "model_not_loaded"),
+            AppError::Engine(e) => match e.kind() {
+                ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_input"),
+                ErrorKind::TooLong => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "context_length_exceeded"),
+                ErrorKind::Unsupported => (StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, kind, code) = self.status();
+        let body = json!({"error": {"message": self.to_string(), "type": kind, "code": code}});
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, AppError::Overloaded(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

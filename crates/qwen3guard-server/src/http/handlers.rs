@@ -1,0 +1,219 @@
+//! One handler per endpoint: validate, ask the scheduler, shape the answer.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use qwen3guard::{GenOptions, Mode};
+use serde_json::{json, Value};
+
+use super::openai::category_maps;
+use super::{AppError, AppState};
+use crate::scheduler::{Command, GenOutcome};
+use crate::validation;
+
+type Answer = Result<Response, AppError>;
+
+/// The body's bytes; an over-long body is a 413 in the server's error shape.
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(
+            "the request body is larger than the server's --max-body-bytes".into(),
+        ),
+        _ => AppError::Invalid(format!("cannot read the request body: {rejection}")),
+    })
+}
+
+/// `GET /live`: the process is up.
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// `GET /health`: 200 once the models are loaded and the scheduler answers a probe in
+/// time; 503 otherwise.
+pub async fn health(State(state): State<AppState>) -> Answer {
+    let scheduler = state.scheduler()?;
+    let probe = scheduler.call(Command::Probe);
+    match tokio::time::timeout(state.config.limits.probe_timeout, probe).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(AppError::Unavailable(
+                "the scheduler did not answer the health probe in time".into(),
+            ))
+        }
+    }
+    let models = scheduler.models();
+    Ok(Json(json!({
+        "status": "ok",
+        "models": {
+            "gen": models.gen.as_ref().map(|(name, _)| name),
+            "stream": models.stream.as_ref().map(|(name, _)| name),
+        }
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Anything else.
+pub async fn not_found() -> AppError {
+    AppError::Invalid("no such endpoint; see docs/SERVER.md".into())
+}
+
+fn gen_name(state: &AppState) -> Result<String, AppError> {
+    match &state.scheduler()?.models().gen {
+        Some((name, _)) => Ok(name.clone()),
+        None => Err(AppError::ModelNotLoaded(
+            "no Gen model is loaded (start with --gen-model)".into(),
+        )),
+    }
+}
+
+/// The verdict as `moderate --json` writes it, plus `flagged` under `mode`. An output that
+/// did not parse is judged by its label scores, so that a guard never waves it through
+/// unread.
+fn native(outcome: &GenOutcome, mode: Mode) -> Result<(Value, bool), AppError> {
+    let verdict = &outcome.verdict;
+    let label = verdict.safety.unwrap_or_else(|| verdict.scores.best());
+    let flagged = label.is_blocked(mode);
+    let mut value = serde_json::to_value(verdict)
+        .map_err(|e| AppError::Engine(qwen3guard::Error::Internal(e.to_string())))?;
+    if let Value::Object(map) = &mut value {
+        map.insert("flagged".into(), flagged.into());
+    }
+    Ok((value, flagged))
+}
+
+/// `POST /v1/moderations`: OpenAI-compatible.
+pub async fn moderations(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let request = validation::moderation(&body(raw)?)?;
+    let model = request.model.clone().unwrap_or(gen_name(&state)?);
+    let scheduler = state.scheduler()?;
+    // Every input is queued before any is awaited, so that they share a batch.
+    let pending: Vec<_> = request
+        .inputs
+        .into_iter()
+        .map(|input| {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                scheduler
+                    .call(|reply| Command::Gen {
+                        conversation: qwen3guard::Conversation::from_prompt(&input, None),
+                        options: GenOptions::default(),
+                        category_scores: true,
+                        reply,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(pending.len());
+    for task in pending {
+        let outcome = task
+            .await
+            .map_err(|e| AppError::Engine(qwen3guard::Error::Internal(e.to_string())))??;
+        let (native, flagged) = native(&outcome, state.config.mode)?;
+        if flagged {
+            state
+                .metrics
+                .flagged(outcome.verdict.categories.iter().map(String::as_str));
+        }
+        let scores = outcome.category_scores.unwrap_or_default();
+        let [categories, category_scores, applied] =
+            category_maps(flagged, &outcome.verdict.categories, &scores);
+        results.push(json!({
+            "flagged": flagged,
+            "categories": categories,
+            "category_scores": category_scores,
+            "category_applied_input_types": applied,
+            "qwen3guard": native,
+        }));
+    }
+    let id = format!("modr-{}", state.counter.fetch_add(1, Ordering::Relaxed));
+    Ok(Json(json!({"id": id, "model": model, "results": results})).into_response())
+}
+
+/// `POST /v1/guard`: the `moderate --json` fields plus `flagged`.
+pub async fn guard(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Answer {
+    let request = validation::guard(&body(raw)?)?;
+    let options = GenOptions {
+        verdict_only: request.verdict_only,
+        ..GenOptions::default()
+    };
+    let outcome = state
+        .scheduler()?
+        .call(|reply| Command::Gen {
+            conversation: request.conversation,
+            options,
+            category_scores: false,
+            reply,
+        })
+        .await?;
+    let (value, flagged) = native(&outcome, request.mode.unwrap_or(state.config.mode))?;
+    if flagged {
+        state
+            .metrics
+            .flagged(outcome.verdict.categories.iter().map(String::as_str));
+    }
+    Ok(Json(value).into_response())
+}
+
+/// `POST /v1/stream/sessions`.
+pub async fn open_session(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let request = validation::open(&body(raw)?)?;
+    let opened = state
+        .scheduler()?
+        .call(|reply| Command::Open(request, reply))
+        .await?;
+    Ok((StatusCode::CREATED, Json(opened)).into_response())
+}
+
+/// `POST /v1/stream/sessions/{id}/append`.
+pub async fn append(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let request = validation::append(&body(raw)?)?;
+    let appended = state
+        .scheduler()?
+        .call(|reply| Command::Append(id, request, reply))
+        .await?;
+    Ok(Json(appended).into_response())
+}
+
+/// `GET /v1/stream/sessions/{id}`.
+pub async fn get_session(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+    let view = state
+        .scheduler()?
+        .call(|reply| Command::Get(id, reply))
+        .await?;
+    Ok(Json(view).into_response())
+}
+
+/// `DELETE /v1/stream/sessions/{id}`: 204, then 404.
+pub async fn delete_session(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+    state
+        .scheduler()?
+        .call(|reply| Command::Delete(id, reply))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,78 @@
+//! The HTTP layer: routes, the middleware around them, and the error-to-status map.
+//!
+//! Handlers validate the body ([`crate::validation`]), send a command to the scheduler and
+//! shape its answer; nothing here runs a model.
+
+mod error;
+mod handlers;
+mod middleware;
+mod openai;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::AppError;
+pub use openai::OPENAI_CATEGORIES;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Set once the models are loaded; until then model endpoints answer 503.
+    pub scheduler: Arc<OnceLock<Scheduler>>,
+    /// The settings.
+    pub config: Arc<ServerConfig>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Counter behind generated ids.
+    pub counter: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// A state whose scheduler is not started yet (models loading).
+    pub fn new(config: ServerConfig) -> Self {
+        AppState {
+            scheduler: Arc::new(OnceLock::new()),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The scheduler, or 503 while the models load.
+    pub fn scheduler(&self) -> Result<&Scheduler, AppError> {
+        self.scheduler
+            .get()
+            .ok_or_else(|| AppError::Unavailable("the models are still loading".into()))
+    }
+}
+
+/// The router; separate from serving so that tests drive it on any listener.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/live", get(handlers::live))
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/v1/moderations", post(handlers::moderations))
+        .route("/v1/guard", post(handlers::guard))
+        .route("/v1/stream/sessions", post(handlers::open_session))
+        .route(
+            "/v1/stream/sessions/{id}",
+            get(handlers::get_session).delete(handlers::delete_session),
+        )
+        .route("/v1/stream/sessions/{id}/append", post(handlers::append))
+        .fallback(handlers::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::around,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,179 @@
+//! The Qwen3Guard guard server: OpenAI-compatible moderation (Gen) and stateful streaming
+//! sessions (Stream) over HTTP.
+//!
+//! - [`http`]: axum routes, middleware and the one error-to-status map ([`AppError`]);
+//!   [`app`] builds the router, separately from serving, so tests drive it directly.
+//! - [`validation`]: raw JSON bodies into validated request types.
+//! - [`scheduler`]: one OS thread owning the models and sessions, batching whatever is
+//!   waiting; handlers talk to it over a bounded channel with one-shot replies.
+//! - [`sessions`], [`retokenize`]: open sessions, and text deltas into settled tokens.
+//! - [`metrics`], [`config`].
+//!
+//! [`serve`] loads the models on a thread of their own while the listener already
+//! answers (`/health` is 503 until they are ready), then serves until SIGTERM or Ctrl-C.
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod retokenize;
+pub mod scheduler;
+pub mod sessions;
+pub mod validation;
+
+
+pub use config::{Limits, ServerConfig};
+pub use http::{app, AppError, AppState};
+pub use scheduler::{Models, Scheduler};
+
+use qwen3guard::{Checkpoint, GenGuard, LoadOptions, StreamGuard};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Neither model was given.
+    #[error("give --gen-model, --stream-model or both")]
+    NoModel,
+    /// A model failed to load.
+    #[error("cannot load {model}: {source}")]
+    Load {
+        /// The model spec.
+        model: String,
+        /// The engine's reason.
+        source: qwen3guard::Error,
+    },
+    /// The address could not be bound or serving failed.
+    #[error("cannot serve on {address}: {source}")]
+    Io {
+        /// host:port.
+        address: String,
+        /// The reason.
+        source: std::io::Error,
+    },
+}
+
+/// Loads the models `config` names (blocking).
+pub fn load_models(config: &ServerConfig) -> Result<Models, ServeError> {
+    if config.gen_model.is_none() && config.stream_model.is_none() {
+        return Err(ServeError::NoModel);
+    }
+    let options = LoadOptions {
+        precision: config.precision,
+    };
+    let load_err = |model: &str| {
+        let model = model.to_string();
+        move |source| ServeError::Load { model, source }
+    };
+    let gen = match &config.gen_model {
+        Some(spec) => {
+            let guard = Checkpoint::resolve(spec, false)
+                .and_then(|c| GenGuard::load(&c, &options))
+                .map_err(load_err(spec))?;
+            guard.warm_up();
+            Some((spec.clone(), guard))
+        }
+        None => None,
+    };
+    let stream = match &config.stream_model {
+        Some(spec) => Some((
+            spec.clone(),
+            Checkpoint::resolve(spec, false)
+                .and_then(|c| StreamGuard::load(&c, &options))
+                .map_err(load_err(spec))?,
+        )),
+        None => None,
+    };
+    Ok(Models { gen, stream })
+}
+
+/// A state with the scheduler started on `models` (for tests and embedding).
+pub fn ready_state(config: ServerConfig, models: Models) -> AppState {
+    let state = AppState::new(config);
+    let scheduler = Scheduler::start(
+        models,
+        &state.config.limits,
+        state.config.mode,
+        state.metrics.clone(),
+    );
+    let _ = state.scheduler.set(scheduler);
+    state
+}
+
+/// Serves until SIGTERM or Ctrl-C: binds first, loads the models in the background.
+pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    if config.gen_model.is_none() && config.stream_model.is_none() {
+        return Err(ServeError::NoModel);
+    }
+    let address = format!("{}:{}", config.host, config.port);
+    let io = |source| ServeError::Io {
+        address: address.clone(),
+        source,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(io)?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&address).await.map_err(io)?;
+        let state = AppState::new(config);
+        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+        let loader_state = state.clone();
+        std::thread::spawn(move || {
+            let result = load_models(&loader_state.config).map(|models| {
+                let scheduler = Scheduler::start(
+                    models,
+                    &loader_state.config.limits,
+                    loader_state.config.mode,
+                    loader_state.metrics.clone(),
+                );
+                let _ = loader_state.scheduler.set(scheduler);
+            });
+            let _ = loaded_tx.send(result);
+        });
+        eprintln!("qwen3guard serve: listening on http://{address} (loading models)");
+        let grace = state.config.limits.shutdown_grace;
+        let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal());
+        let loading = async {
+            match loaded_rx.await {
+                Ok(Ok(())) => {
+                    eprintln!("qwen3guard serve: models loaded");
+                    std::future::pending::<Result<(), ServeError>>().await
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = server => served.map_err(io),
+            failed = loading => failed,
+        }
+        .map(|()| {
+            let _ = grace;
+        })
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    eprintln!("qwen3guard serve: shutting down, finishing in-flight requests");
+}
+
+/// Re-exported for the CLI's flag types.
+pub use qwen3guard::{Mode, Precision};
+

@@ -1,0 +1,92 @@
+//! Incremental re-tokenization of a streamed text.
+//!
+//! Text arrives in deltas cut anywhere (inside a word, inside a multi-byte character). A
+//! token is fed to the model only once no later text can change it: the text not yet
+//! settled is re-tokenized on every delta, and the tokens of its last [`HELD_PIECES`]
+//! pre-tokenizer pieces are held back (the Qwen pre-tokenizer looks at most one character
+//! ahead, and NFC composition only joins a character to the one before it, so the pieces
+//! before those cannot change). `finish` releases the rest. The ids fed, whatever the
+//! cuts, are those of tokenizing the whole text at once (property-tested).
+
+use qwen3guard::prompt::PromptTokenizer;
+
+use crate::http::AppError;
+
+/// Trailing pieces whose tokens are held back until more text (or the end) arrives.
+const HELD_PIECES: usize = 2;
+
+/// The part of a streamed text not yet turned into settled tokens.
+#[derive(Debug, Default, Clone)]
+pub struct Retokenizer {
+    /// Received, valid UTF-8, not yet settled.
+    pending: String,
+    /// Bytes of an incomplete trailing character.
+    partial: Vec<u8>,
+    /// Characters whose tokens have been released.
+    settled_chars: usize,
+}
+
+impl Retokenizer {
+    /// Adds `bytes` and returns the tokens that became settled; `last` releases every
+    /// token (the text is complete).
+    pub fn push(
+        &mut self,
+        tokenizer: &PromptTokenizer,
+        bytes: &[u8],
+        last: bool,
+    ) -> Result<Vec<u32>, AppError> {
+        self.partial.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.partial) {
+            Ok(text) => text.len(),
+            Err(e) if e.error_len().is_none() && !last => e.valid_up_to(),
+            Err(e) => {
+                return Err(AppError::Invalid(format!(
+                    "`text` is not valid UTF-8 at byte {} of the pending text",
+                    e.valid_up_to()
+                )))
+            }
+        };
+        let rest = self.partial.split_off(valid);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        // Valid by the check above.
+        self.pending
+            .push_str(std::str::from_utf8(&complete).unwrap_or_default());
+        let pieces = tokenizer.encode_text_pieces(&self.pending)?;
+        let release = if last {
+            pieces.len()
+        } else {
+            pieces.len().saturating_sub(HELD_PIECES)
+        };
+        let cut = match pieces.get(release) {
+            Some(piece) => piece.bytes.start,
+            None => self.pending.len(),
+        };
+        let ids = pieces[..release]
+            .iter()
+            .flat_map(|p| p.ids.iter().copied())
+            .collect();
+        // Piece offsets fall on character boundaries of `pending`; guard anyway.
+        let cut = (0..=cut)
+            .rev()
+            .find(|&c| self.pending.is_char_boundary(c))
+            .unwrap_or(0);
+        self.settled_chars += self.pending[..cut].chars().count();
+        self.pending.drain(..cut);
+        Ok(ids)
+    }
+
+    /// Characters whose tokens have been released.
+    pub fn settled_chars(&self) -> usize {
+        self.settled_chars
+    }
+
+    /// Characters received but held back.
+    pub fn pending_chars(&self) -> usize {
+        self.pending.chars().count()
+    }
+
+    /// Whether nothing is held back.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.partial.is_empty()
+    }
+}
