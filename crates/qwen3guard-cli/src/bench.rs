@@ -63,7 +63,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     report.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
     report.insert(
         "config".into(),
-        json!({"dtype": args.model.dtype.to_string(), "threads": qwen3guard::device::threads(), "runs": args.runs}),
+        json!({"dtype": args.model.dtype.to_string(), "threads": qwen3guard::device::threads(), "runs": args.runs, "isa": qwen3guard::isa().name()}),
     );
     let report = Value::Object(report);
     if args.json {

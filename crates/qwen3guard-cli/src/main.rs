@@ -15,12 +15,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `--version`: the package version and the instruction set the kernels run on here, the
+/// first thing to know about a speed report.
+fn version_line() -> &'static str {
+    let line = format!(
+        "{} (kernels: {})",
+        env!("CARGO_PKG_VERSION"),
+        qwen3guard::isa()
+    );
+    Box::leak(line.into_boxed_str())
+}
+
 /// Qwen3Guard safety moderation: Gen (a written verdict) and Stream (token by token).
 ///
 /// --model takes a checkpoint directory in the Hugging Face layout or a Hub repo id, which
 /// is downloaded into the Hugging Face cache on first use (HF_HOME, HF_ENDPOINT apply).
 #[derive(Debug, Parser)]
-#[command(name = "qwen3guard", version, about, long_about)]
+#[command(name = "qwen3guard", version = version_line(), about, long_about)]
 struct Cli {
     /// CPU threads for the kernels (default: every core).
     #[arg(long, global = true, env = "QWEN3GUARD_THREADS")]

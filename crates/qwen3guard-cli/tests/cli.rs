@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 mod common;
-use common::qwen3guard;
+use common::{qwen3guard, qwen3guard_with};
 
 /// Runs and parses stdout as one JSON document, failing with stderr if the run failed.
 fn json_of(args: &[&str]) -> Value {
@@ -818,4 +818,61 @@ fn the_wrong_variant_is_named() {
         ],
         &["Gen checkpoint", "Stream checkpoint"],
     );
+}
+
+/// `--version` names the kernels' instruction set, and `QWEN3GUARD_ISA` caps it.
+#[test]
+fn version_names_the_instruction_set_and_the_cap_applies() {
+    let out = qwen3guard(&["--version"]);
+    assert!(out.success, "{}", out.stderr);
+    let named = ["portable", "avx2", "avx512", "avx512-vnni", "avx512-bf16"];
+    let isa = out
+        .stdout
+        .trim()
+        .split("(kernels: ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no kernels in {:?}", out.stdout));
+    assert!(named.contains(&isa), "{isa}");
+    let capped = qwen3guard_with(&["--version"], &[("QWEN3GUARD_ISA", "portable")]);
+    assert!(
+        capped.stdout.contains("(kernels: portable)"),
+        "{}",
+        capped.stdout
+    );
+}
+
+/// The portable loops and the processor's vector kernels give one verdict: the same
+/// tokens, and label probabilities within f32 rounding in f32. In 8 bits the paths sum in
+/// another order, and a last-bit difference can move an activation across a quantization
+/// step in the next layer, so they agree within the precision's own drift (the parity
+/// tests allow 0.05 against f32; 0.005 was seen between the paths).
+#[test]
+fn every_kernel_path_gives_the_same_verdict() {
+    let model = fixture("gen-tied");
+    for (dtype, tolerance) in [("f32", 1e-4), ("q8", 0.02)] {
+        let args = [
+            "moderate",
+            "--model",
+            &model,
+            "--prompt",
+            "How do I pick a lock?",
+            "--dtype",
+            dtype,
+            "--json",
+        ];
+        let native = json_of(&args);
+        let out = qwen3guard_with(&args, &[("QWEN3GUARD_ISA", "portable")]);
+        assert!(out.success, "{}", out.stderr);
+        let portable: Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+        assert_eq!(
+            native["generated_token_ids"], portable["generated_token_ids"],
+            "{dtype}"
+        );
+        for label in ["Safe", "Unsafe", "Controversial"] {
+            let (a, b) = (&native["scores"][label], &portable["scores"][label]);
+            let (a, b) = (a.as_f64().expect("a score"), b.as_f64().expect("a score"));
+            assert!((a - b).abs() <= tolerance, "{dtype} {label}: {a} vs {b}");
+        }
+    }
 }

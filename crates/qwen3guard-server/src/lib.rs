@@ -22,7 +22,6 @@ pub mod scheduler;
 pub mod sessions;
 pub mod validation;
 
-
 pub use config::{Limits, ServerConfig};
 pub use http::{app, AppError, AppState};
 pub use scheduler::{Models, Scheduler};
@@ -176,4 +175,3 @@ async fn shutdown_signal() {
 
 /// Re-exported for the CLI's flag types.
 pub use qwen3guard::{Mode, Precision};
-

@@ -41,7 +41,11 @@ impl Histogram {
         for (count, bound) in self.counts.iter().zip(bounds) {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
@@ -87,7 +91,12 @@ impl Metrics {
 
     /// One batch of `size` commands of `kind` run by the scheduler.
     pub fn batch(&self, kind: &'static str, size: usize) {
-        self.with(|m| m.batches.entry(kind).or_default().observe(&BATCH_BUCKETS, size as f64));
+        self.with(|m| {
+            m.batches
+                .entry(kind)
+                .or_default()
+                .observe(&BATCH_BUCKETS, size as f64)
+        });
     }
 
     /// Tokens run through a model.
@@ -115,22 +124,37 @@ impl Metrics {
         let queue = self.queue_depth.load(Ordering::Relaxed);
         let sessions = self.open_sessions.load(Ordering::Relaxed);
         self.with(|m| {
-            out.push_str("# HELP qwen3guard_request_duration_seconds Requests by endpoint and status.\n");
+            out.push_str(
+                "# HELP qwen3guard_request_duration_seconds Requests by endpoint and status.\n",
+            );
             out.push_str("# TYPE qwen3guard_request_duration_seconds histogram\n");
             for ((endpoint, status), h) in &m.requests {
                 let labels = format!("endpoint=\"{endpoint}\",status=\"{status}\"");
-                h.render(&mut out, "qwen3guard_request_duration_seconds", &labels, &LATENCY_BUCKETS);
+                h.render(
+                    &mut out,
+                    "qwen3guard_request_duration_seconds",
+                    &labels,
+                    &LATENCY_BUCKETS,
+                );
             }
             out.push_str("# HELP qwen3guard_batch_size Commands per scheduler batch.\n");
             out.push_str("# TYPE qwen3guard_batch_size histogram\n");
             for (kind, h) in &m.batches {
-                h.render(&mut out, "qwen3guard_batch_size", &format!("kind=\"{kind}\""), &BATCH_BUCKETS);
+                h.render(
+                    &mut out,
+                    "qwen3guard_batch_size",
+                    &format!("kind=\"{kind}\""),
+                    &BATCH_BUCKETS,
+                );
             }
             out.push_str("# HELP qwen3guard_flagged_total Flagged results by category.\n");
             out.push_str("# TYPE qwen3guard_flagged_total counter\n");
             for (category, n) in &m.flagged {
                 let category = category.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(out, "qwen3guard_flagged_total{{category=\"{category}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "qwen3guard_flagged_total{{category=\"{category}\"}} {n}"
+                );
             }
             out.push_str("# HELP qwen3guard_tokens_processed_total Tokens run through a model.\n");
             out.push_str("# TYPE qwen3guard_tokens_processed_total counter\n");

@@ -149,7 +149,11 @@ impl Scheduler {
                 |e| eprintln!("cannot start the scheduler thread: {e}"),
                 |_| (),
             );
-        Scheduler { tx, metrics, models }
+        Scheduler {
+            tx,
+            metrics,
+            models,
+        }
     }
 
     /// The loaded models.
@@ -353,17 +357,16 @@ impl Worker {
         let mut tokens = Vec::new();
         if let Some(partial) = &request.partial {
             let tokenizer = guard.prompter().tokenizer();
-            let ids = entry.retokenizer.push(tokenizer, partial.as_bytes(), false)?;
+            let ids = entry
+                .retokenizer
+                .push(tokenizer, partial.as_bytes(), false)?;
             self.check_cap(entry.session.position() + ids.len())?;
             tokens = entry.session.append(&ids)?.to_vec();
             entry.text_chars = partial.chars().count();
         }
         self.metrics.tokens(entry.session.position());
         let prompt = entry.session.prompt_verdict().clone();
-        let id = self
-            .store
-            .insert(entry)
-            .map_err(|full| too_many(full.0))?;
+        let id = self.store.insert(entry).map_err(|full| too_many(full.0))?;
         Ok(Opened { id, prompt, tokens })
     }
 
@@ -477,9 +480,11 @@ impl Worker {
                 let start = text.char_indices().nth(skip).map_or(text.len(), |(b, _)| b);
                 let new = &text[start..];
                 entry.text_chars += new.chars().count();
-                entry
-                    .retokenizer
-                    .push(guard.prompter().tokenizer(), new.as_bytes(), request.last)?
+                entry.retokenizer.push(
+                    guard.prompter().tokenizer(),
+                    new.as_bytes(),
+                    request.last,
+                )?
             }
             AppendInput::Nothing => {
                 if entry.finished {
@@ -499,7 +504,13 @@ impl Worker {
         Ok(Some(ids))
     }
 
-    fn appended(&self, entry: &SessionEntry, tokens: Vec<TokenVerdict>, text: bool, duplicate: bool) -> Appended {
+    fn appended(
+        &self,
+        entry: &SessionEntry,
+        tokens: Vec<TokenVerdict>,
+        text: bool,
+        duplicate: bool,
+    ) -> Appended {
         Appended {
             tokens,
             response: entry.session.verdict(),
@@ -524,7 +535,10 @@ impl Worker {
             return;
         };
         self.metrics.batch("stream_append", appends.len());
-        let ids: Vec<Vec<u32>> = appends.iter_mut().map(|a| std::mem::take(&mut a.ids)).collect();
+        let ids: Vec<Vec<u32>> = appends
+            .iter_mut()
+            .map(|a| std::mem::take(&mut a.ids))
+            .collect();
         let together = {
             let mut sessions: Vec<&mut qwen3guard::StreamSession> =
                 appends.iter_mut().map(|a| &mut a.entry.session).collect();

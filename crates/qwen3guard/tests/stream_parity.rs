@@ -261,7 +261,17 @@ fn batch_errors_leave_sessions_unchanged() {
     let err = a
         .append_batch(&mut [&mut mine], &[&[100], &[101]])
         .unwrap_err();
-    assert!(err.to_string().contains("1 sessions but 2"), "{err}");
+    assert!(
+        matches!(
+            err,
+            qwen3guard::Error::BatchShape {
+                sessions: 1,
+                lists: 2
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.kind(), qwen3guard::ErrorKind::InvalidInput);
     let err = a
         .append_batch(&mut [&mut mine], &[&[u32::MAX]])
         .unwrap_err();

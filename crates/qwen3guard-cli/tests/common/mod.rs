@@ -13,6 +13,11 @@ pub struct Output {
 /// Runs `qwen3guard ARGS` with no configuration from this environment: the flags'
 /// environment variables and the Hugging Face settings are cleared, so only `args` count.
 pub fn qwen3guard(args: &[&str]) -> Output {
+    qwen3guard_with(args, &[])
+}
+
+/// [`qwen3guard`] with the environment variables `env` set on top.
+pub fn qwen3guard_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qwen3guard"));
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
@@ -23,6 +28,7 @@ pub fn qwen3guard(args: &[&str]) -> Output {
     // Tests run side by side; one kernel thread each keeps them from fighting for cores.
     let output = command
         .env("RAYON_NUM_THREADS", "1")
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("the binary runs");

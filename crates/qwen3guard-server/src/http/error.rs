@@ -49,20 +49,68 @@ impl AppError {
     /// The status code, the error `type` and the machine-readable `code`.
     pub fn status(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            AppError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
-            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
-            AppError::SessionNotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", "session_not_found"),
+            AppError::Invalid(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            AppError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_api_key",
+            ),
+            AppError::SessionNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "session_not_found",
+            ),
             AppError::OffsetGap(_) => (StatusCode::CONFLICT, "invalid_request_error", "offset_gap"),
-            AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "too_large"),
-            AppError::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "too_many_sessions"),
-            AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", "queue_full"),
-            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "unavailable"),
-            AppError::ModelNotLoaded(_) => (StatusCode::NOT_IMPLEMENTED, "invalid_request_error", "model_not_loaded"),
+            AppError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "too_large",
+            ),
+            AppError::TooManySessions(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too_many_sessions",
+            ),
+            AppError::Overloaded(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                "queue_full",
+            ),
+            AppError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "unavailable",
+            ),
+            AppError::ModelNotLoaded(_) => (
+                StatusCode::NOT_IMPLEMENTED,
+                "invalid_request_error",
+                "model_not_loaded",
+            ),
             AppError::Engine(e) => match e.kind() {
-                ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_input"),
-                ErrorKind::TooLong => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "context_length_exceeded"),
-                ErrorKind::Unsupported => (StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
+                ErrorKind::InvalidInput => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_input",
+                ),
+                ErrorKind::TooLong => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                ),
+                ErrorKind::Unsupported => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "unsupported",
+                ),
+                _ => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal_error",
+                ),
             },
         }
     }

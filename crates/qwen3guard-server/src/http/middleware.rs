@@ -32,7 +32,10 @@ pub async fn around(State(state): State<AppState>, request: Request, next: Next)
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| keys.iter().any(|k| constant_time_eq(k.as_bytes(), given.as_bytes())));
+            .is_some_and(|given| {
+                keys.iter()
+                    .any(|k| constant_time_eq(k.as_bytes(), given.as_bytes()))
+            });
     let mut response = if authorized {
         next.run(request).await
     } else {
@@ -84,6 +87,9 @@ mod tests {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert_eq!(endpoint_label("/v1/stream/sessions/ss_1/append"), "/v1/stream/sessions/{id}/append");
+        assert_eq!(
+            endpoint_label("/v1/stream/sessions/ss_1/append"),
+            "/v1/stream/sessions/{id}/append"
+        );
     }
 }

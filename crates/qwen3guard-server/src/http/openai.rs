@@ -48,5 +48,9 @@ pub fn category_maps(flagged: bool, named: &[String], scores: &[CategoryScore]) 
         values.insert(score.category.into(), score.probability.into());
         applied.insert(score.category.into(), Value::Array(vec!["text".into()]));
     }
-    [Value::Object(flags), Value::Object(values), Value::Object(applied)]
+    [
+        Value::Object(flags),
+        Value::Object(values),
+        Value::Object(applied),
+    ]
 }

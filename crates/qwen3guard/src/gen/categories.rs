@@ -56,8 +56,8 @@ impl GenGuard {
                 }
                 _ => {
                     return Err(Error::Tokenizer(format!(
-                        "{forced:?} followed by {name:?} does not tokenize as the prefix then the name"
-                    )))
+                    "{forced:?} followed by {name:?} does not tokenize as the prefix then the name"
+                )))
                 }
             }
         }

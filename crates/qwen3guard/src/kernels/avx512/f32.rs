@@ -30,8 +30,7 @@ unsafe fn tile<const R: usize>(
     let mut acc = [[_mm512_setzero_ps(); 4]; R];
     let (xp, wp) = (x.as_ptr(), group.as_ptr());
     for k in 0..depth {
-        let w: [__m512; 4] =
-            std::array::from_fn(|z| _mm512_loadu_ps(wp.add(k * GROUP + 16 * z)));
+        let w: [__m512; 4] = std::array::from_fn(|z| _mm512_loadu_ps(wp.add(k * GROUP + 16 * z)));
         for (i, row) in acc.iter_mut().enumerate() {
             let xv = _mm512_set1_ps(*xp.add(i * depth + k));
             for (a, &wz) in row.iter_mut().zip(&w) {

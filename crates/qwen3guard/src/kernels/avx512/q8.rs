@@ -2,8 +2,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::q8::{GroupView, QuantizedView, BLOCK};
 use crate::kernels::panels::{store_tile, GROUP};
+use crate::kernels::q8::{GroupView, QuantizedView, BLOCK};
 
 /// [`crate::kernels::q8::quantize_run`] on 16 lanes: a prompt quantizes millions of activations
 /// per pass, too many for a scalar loop.
@@ -70,9 +70,8 @@ unsafe fn weighted_columns<const R: usize, const Z: usize>(
     c0: usize,
 ) {
     let op = out.as_mut_ptr().add(c0);
-    let mut acc: [[__m512; Z]; R] = std::array::from_fn(|i| {
-        std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z)))
-    });
+    let mut acc: [[__m512; Z]; R] =
+        std::array::from_fn(|i| std::array::from_fn(|z| _mm512_loadu_ps(op.add(i * dim + 16 * z))));
     let vp = values.as_ptr().add(c0);
     for j in 0..count {
         let v: [__m512; Z] = std::array::from_fn(|z| {
@@ -98,21 +97,13 @@ unsafe fn weighted_columns<const R: usize, const Z: usize>(
 const MR: usize = 3;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(crate) unsafe fn block(
-    x: &QuantizedView,
-    w: &GroupView,
-    n: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
+pub(crate) unsafe fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], ld: usize) {
     let depth = w.depth;
     let m = x.data.len() / depth;
     assert!(
         w.data.len() == GROUP * depth && w.scales.len() == GROUP && depth.is_multiple_of(BLOCK)
     );
-    assert!(
-        x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth
-    );
+    assert!(x.scales.len() == m * x.blocks && x.offsets.len() == m && x.blocks * BLOCK == depth);
     assert!(n <= GROUP && (m == 0 || out.len() >= (m - 1) * ld + n));
     let mut r = 0;
     while r < m {
