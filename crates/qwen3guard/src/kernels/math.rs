@@ -11,6 +11,24 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::{avx2, avx512};
+
+/// Taylor coefficients of `e^r`: 1/k! for k = 6 down to 0; every vector exponential
+/// evaluates this polynomial on its reduced argument.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const COEFFS: [f32; 7] = [
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+/// ln 2 split in two, so that `x - n ln 2` loses no precision for large `n`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 use crate::kernels::{isa, Isa};
 
 /// Replaces `row` with `exp(scale * (row - max(row)))` (the softmax numerators of

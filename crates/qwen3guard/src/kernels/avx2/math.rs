@@ -5,20 +5,10 @@
 
 use std::arch::x86_64::*;
 
+use crate::kernels::math::{COEFFS, LN2_HI, LN2_LO};
+
 use crate::kernels::avx2::sum_lanes;
 
-/// Taylor coefficients of `e^r`: 1/k! for k = 6 down to 0.
-const COEFFS: [f32; 7] = [
-    1.0 / 720.0,
-    1.0 / 120.0,
-    1.0 / 24.0,
-    1.0 / 6.0,
-    0.5,
-    1.0,
-    1.0,
-];
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
 /// Below this `e^x` is under f32's smallest normal number; the kernel returns 0.
 const LOWEST: f32 = -87.336_55;
 /// Above this `e^x` overflows f32; the kernel returns infinity.

@@ -2,18 +2,7 @@
 
 use std::arch::x86_64::*;
 
-/// Taylor coefficients of `e^r`: 1/k! for k = 6 down to 0.
-const COEFFS: [f32; 7] = [
-    1.0 / 720.0,
-    1.0 / 120.0,
-    1.0 / 24.0,
-    1.0 / 6.0,
-    0.5,
-    1.0,
-    1.0,
-];
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+use crate::kernels::math::{COEFFS, LN2_HI, LN2_LO};
 
 /// `e^x` on 16 lanes.
 #[inline]
