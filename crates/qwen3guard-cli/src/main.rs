@@ -9,6 +9,7 @@ mod eval;
 mod moderate;
 mod random;
 mod render;
+mod serve;
 mod stream;
 
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a checkpoint of a published shape with random weights, for benchmarks.
     MakeRandom(random::RandomArgs),
+    /// Serve OpenAI-compatible moderation and streaming sessions over HTTP (docs/SERVER.md).
+    Serve(serve::ServeArgs),
 }
 
 /// Keeps freed tensor buffers in the process instead of returning them to the kernel.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::MakeRandom(args) => random::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

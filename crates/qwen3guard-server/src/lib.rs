@@ -101,6 +101,17 @@ pub fn ready_state(config: ServerConfig, models: Models) -> AppState {
 
 /// Serves until SIGTERM or Ctrl-C: binds first, loads the models in the background.
 pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    serve_until(config, shutdown_signal())
+}
+
+/// [`serve`], stopping when `stop` resolves instead of on a signal (for embedding).
+///
+/// Once `stop` resolves, requests still arriving get 503, the listener closes, and the
+/// requests in flight get up to `limits.shutdown_grace` to finish.
+pub fn serve_until(
+    config: ServerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     if config.gen_model.is_none() && config.stream_model.is_none() {
         return Err(ServeError::NoModel);
     }
@@ -112,6 +123,7 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Runtime::new().map_err(io)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&address).await.map_err(io)?;
+        let local = listener.local_addr().map_err(io)?;
         let state = AppState::new(config);
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         let loader_state = state.clone();
@@ -127,26 +139,42 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
             });
             let _ = loaded_tx.send(result);
         });
-        eprintln!("qwen3guard serve: listening on http://{address} (loading models)");
+        eprintln!("qwen3guard serve: listening on http://{local} (loading models)");
         let grace = state.config.limits.shutdown_grace;
-        let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal());
+        let draining = state.draining.clone();
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            stop.await;
+            eprintln!("qwen3guard serve: shutting down, finishing in-flight requests");
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = stopped_tx.send(());
+        };
+        let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
         let loading = async {
             match loaded_rx.await {
                 Ok(Ok(())) => {
-                    eprintln!("qwen3guard serve: models loaded");
+                    eprintln!("qwen3guard serve: models loaded, ready");
                     std::future::pending::<Result<(), ServeError>>().await
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => std::future::pending().await,
             }
         };
+        // In-flight requests get `grace` after the stop; then the runtime is dropped.
+        let deadline = async {
+            match stopped_rx.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             served = server => served.map_err(io),
             failed = loading => failed,
+            () = deadline => {
+                eprintln!("qwen3guard serve: grace period over, closing the remaining requests");
+                Ok(())
+            }
         }
-        .map(|()| {
-            let _ = grace;
-        })
     })
 }
 
@@ -170,7 +198,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    eprintln!("qwen3guard serve: shutting down, finishing in-flight requests");
 }
 
 /// Re-exported for the CLI's flag types.

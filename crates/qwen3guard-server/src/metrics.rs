@@ -124,6 +124,15 @@ impl Metrics {
         let queue = self.queue_depth.load(Ordering::Relaxed);
         let sessions = self.open_sessions.load(Ordering::Relaxed);
         self.with(|m| {
+            out.push_str("# HELP qwen3guard_requests_total Requests by endpoint and status.\n");
+            out.push_str("# TYPE qwen3guard_requests_total counter\n");
+            for ((endpoint, status), h) in &m.requests {
+                let _ = writeln!(
+                    out,
+                    "qwen3guard_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {}",
+                    h.count
+                );
+            }
             out.push_str(
                 "# HELP qwen3guard_request_duration_seconds Requests by endpoint and status.\n",
             );

@@ -95,7 +95,8 @@ pub struct SessionView {
     pub finished: bool,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, AppError>>;
+/// Where the scheduler sends a command's answer.
+pub type Reply<T> = oneshot::Sender<Result<T, AppError>>;
 
 /// A request to the scheduler.
 pub enum Command {
@@ -161,25 +162,39 @@ impl Scheduler {
         &self.models
     }
 
-    /// Sends a command built around a fresh reply channel and awaits the answer.
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AppError> {
+    /// Queues a command built around a fresh reply channel; the receiver yields the
+    /// answer. Dropping the receiver (a client that went away) cancels the command if it
+    /// has not run yet.
+    pub fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, AppError>>, AppError> {
         let (reply, answer) = oneshot::channel();
         let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(make(reply)) {
-            Ok(()) => {}
+            Ok(()) => Ok(answer),
             Err(TrySendError::Full(_)) => {
                 self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(AppError::Overloaded(depth));
+                Err(AppError::Overloaded(depth))
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(AppError::Unavailable("the scheduler has stopped".into()));
+                Err(AppError::Unavailable("the scheduler has stopped".into()))
             }
         }
-        answer
-            .await
-            .map_err(|_| AppError::Unavailable("the scheduler dropped the request".into()))?
     }
+
+    /// [`Scheduler::submit`], then the answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AppError> {
+        answer(self.submit(make)?).await
+    }
+}
+
+/// Awaits a submitted command's answer.
+pub async fn answer<T>(receiver: oneshot::Receiver<Result<T, AppError>>) -> Result<T, AppError> {
+    receiver
+        .await
+        .map_err(|_| AppError::Unavailable("the scheduler dropped the request".into()))?
 }
 
 /// One append, validated and turned into ids, waiting for the batch.
@@ -344,13 +359,15 @@ impl Worker {
 
     fn open(&mut self, request: OpenRequest) -> Result<Opened, AppError> {
         let guard = self.stream()?.clone();
-        if self.store.len() >= self.limits.max_sessions {
-            return Err(too_many(self.limits.max_sessions));
-        }
+        // A request too large for any session is refused as such (413) before the
+        // transient refusal of a full server (429).
         let exchange = guard.render_exchange(&request.prompt)?;
         let header = guard.assistant_header(request.thinking)?;
         let needed = exchange.user_end + 1 + header.len();
         self.check_cap(needed)?;
+        if self.store.len() >= self.limits.max_sessions {
+            return Err(too_many(self.limits.max_sessions));
+        }
         let mut session = guard.open_exchange(&exchange)?;
         session.start_response(&header)?;
         let mut entry = SessionEntry::new(session);
@@ -417,6 +434,12 @@ impl Worker {
             text_chars: entry.text_chars,
             token_count: entry.token_count,
         };
+        // A bare `final` reports in the unit the session was fed in.
+        let text = match request.input {
+            AppendInput::Text(_) => true,
+            AppendInput::Tokens(_) => false,
+            AppendInput::Nothing => entry.text_chars > 0,
+        };
         match self.resolve(&mut entry, &request) {
             Ok(Some(ids)) => Some(PendingAppend {
                 first: entry.session.position(),
@@ -424,12 +447,11 @@ impl Worker {
                 entry,
                 ids,
                 undo,
-                text: matches!(request.input, AppendInput::Text(_)),
+                text,
                 last: request.last,
                 reply,
             }),
             Ok(None) => {
-                let text = matches!(request.input, AppendInput::Text(_));
                 let _ = reply.send(Ok(self.appended(&entry, Vec::new(), text, true)));
                 self.store.restore(id, entry);
                 None
@@ -463,6 +485,16 @@ impl Worker {
             )));
         }
         let skip = received - offset;
+        let fresh = match &request.input {
+            AppendInput::Tokens(ids) => skip < ids.len(),
+            AppendInput::Text(text) => skip < text.chars().count(),
+            AppendInput::Nothing => false,
+        };
+        if entry.finished && fresh {
+            return Err(AppError::Invalid(
+                "the session was finished with `final`; open a new one".into(),
+            ));
+        }
         let ids = match &request.input {
             AppendInput::Tokens(ids) => {
                 if skip >= ids.len() && !ids.is_empty() {
@@ -495,11 +527,6 @@ impl Worker {
                     .push(guard.prompter().tokenizer(), &[], true)?
             }
         };
-        if entry.finished && !ids.is_empty() {
-            return Err(AppError::Invalid(
-                "the session was finished with `final`; open a new one".into(),
-            ));
-        }
         self.check_cap(entry.session.position() + ids.len())?;
         Ok(Some(ids))
     }

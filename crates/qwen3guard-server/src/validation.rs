@@ -205,9 +205,13 @@ pub fn moderation(body: &[u8]) -> Result<ModerationRequest, AppError> {
 
 /// Validates a session-opening body.
 pub fn open(body: &[u8]) -> Result<OpenRequest, AppError> {
-    let map = object(body)?;
-    only(&map, &["messages", "thinking"])?;
-    let mut messages = messages(&map)?;
+    open_fields(&object(body)?)
+}
+
+/// [`open`] on fields already parsed (a WebSocket frame's, less its `op`).
+pub fn open_fields(map: &Map<String, Value>) -> Result<OpenRequest, AppError> {
+    only(map, &["messages", "thinking"])?;
+    let mut messages = messages(map)?;
     let partial = match messages.last() {
         Some(m) if m.role == Role::Assistant => messages.pop().map(|m| m.content),
         _ => None,
@@ -220,14 +224,18 @@ pub fn open(body: &[u8]) -> Result<OpenRequest, AppError> {
     Ok(OpenRequest {
         prompt: conversation(messages)?,
         partial,
-        thinking: optional_bool(&map, "thinking")?,
+        thinking: optional_bool(map, "thinking")?,
     })
 }
 
 /// Validates an append body.
 pub fn append(body: &[u8]) -> Result<AppendRequest, AppError> {
-    let map = object(body)?;
-    only(&map, &["token_ids", "text", "offset", "final"])?;
+    append_fields(&object(body)?)
+}
+
+/// [`append`] on fields already parsed (a WebSocket frame's, less its `op` and `id`).
+pub fn append_fields(map: &Map<String, Value>) -> Result<AppendRequest, AppError> {
+    only(map, &["token_ids", "text", "offset", "final"])?;
     let input = match (map.get("token_ids"), map.get("text")) {
         (Some(_), Some(_)) => return Err(invalid("give `token_ids` or `text`, not both")),
         (Some(Value::Array(items)), None) => AppendInput::Tokens(
@@ -250,13 +258,13 @@ pub fn append(body: &[u8]) -> Result<AppendRequest, AppError> {
         (None, Some(_)) => return Err(invalid("`text` must be a string")),
         (None, None) => AppendInput::Nothing,
     };
-    let last = optional_bool(&map, "final")?;
+    let last = optional_bool(map, "final")?;
     if input == AppendInput::Nothing && !last {
         return Err(invalid("give `token_ids` or `text` (or `final`: true)"));
     }
     Ok(AppendRequest {
         input,
-        offset: optional_count(&map, "offset")?,
+        offset: optional_count(map, "offset")?,
         last,
     })
 }

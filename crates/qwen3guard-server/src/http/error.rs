@@ -15,6 +15,12 @@ pub enum AppError {
     /// The body is not valid JSON, or a field is missing, mistyped or out of range.
     #[error("{0}")]
     Invalid(String),
+    /// No route has this path or method.
+    #[error("{0}")]
+    NoRoute(String),
+    /// The path exists, but not with this method.
+    #[error("{0}")]
+    WrongMethod(String),
     /// No or a wrong bearer key.
     #[error("missing or invalid API key (send `Authorization: Bearer <key>`)")]
     Unauthorized,
@@ -53,6 +59,12 @@ impl AppError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "invalid_request",
+            ),
+            AppError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found_error", "no_route"),
+            AppError::WrongMethod(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
             ),
             AppError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -116,10 +128,18 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// The `{"message", "type", "code"}` object every error body carries under `error`.
+    pub fn body(&self) -> serde_json::Value {
+        let (_, kind, code) = self.status();
+        json!({"message": self.to_string(), "type": kind, "code": code})
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, kind, code) = self.status();
-        let body = json!({"error": {"message": self.to_string(), "type": kind, "code": code}});
+        let status = self.status().0;
+        let body = json!({"error": self.body()});
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(self, AppError::Overloaded(_)) {
             response

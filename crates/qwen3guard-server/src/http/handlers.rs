@@ -11,9 +11,9 @@ use axum::Json;
 use qwen3guard::{GenOptions, Mode};
 use serde_json::{json, Value};
 
-use super::openai::category_maps;
+use super::openai::{Moderation, ModerationResult, Native};
 use super::{AppError, AppState};
-use crate::scheduler::{Command, GenOutcome};
+use crate::scheduler::{answer, Command};
 use crate::validation;
 
 type Answer = Result<Response, AppError>;
@@ -67,9 +67,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// A known path with the wrong method.
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::WrongMethod(format!(
+        "{} does not accept {method}; see docs/SERVER.md",
+        uri.path()
+    ))
+}
+
 /// Anything else.
-pub async fn not_found() -> AppError {
-    AppError::Invalid("no such endpoint; see docs/SERVER.md".into())
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::NoRoute(format!(
+        "no endpoint {method} {}; see docs/SERVER.md",
+        uri.path()
+    ))
 }
 
 fn gen_name(state: &AppState) -> Result<String, AppError> {
@@ -84,16 +95,12 @@ fn gen_name(state: &AppState) -> Result<String, AppError> {
 /// The verdict as `moderate --json` writes it, plus `flagged` under `mode`. An output that
 /// did not parse is judged by its label scores, so that a guard never waves it through
 /// unread.
-fn native(outcome: &GenOutcome, mode: Mode) -> Result<(Value, bool), AppError> {
-    let verdict = &outcome.verdict;
+fn native(verdict: &qwen3guard::GenVerdict, mode: Mode) -> Native<'_> {
     let label = verdict.safety.unwrap_or_else(|| verdict.scores.best());
-    let flagged = label.is_blocked(mode);
-    let mut value = serde_json::to_value(verdict)
-        .map_err(|e| AppError::Engine(qwen3guard::Error::Internal(e.to_string())))?;
-    if let Value::Object(map) = &mut value {
-        map.insert("flagged".into(), flagged.into());
+    Native {
+        verdict,
+        flagged: label.is_blocked(mode),
     }
-    Ok((value, flagged))
 }
 
 /// `POST /v1/moderations`: OpenAI-compatible.
@@ -104,48 +111,38 @@ pub async fn moderations(
     let request = validation::moderation(&body(raw)?)?;
     let model = request.model.clone().unwrap_or(gen_name(&state)?);
     let scheduler = state.scheduler()?;
-    // Every input is queued before any is awaited, so that they share a batch.
-    let pending: Vec<_> = request
+    // Every input is queued before any is awaited, so that they share a batch; dropping
+    // this handler (the client went away) drops the receivers, which cancels the rest.
+    let pending = request
         .inputs
         .into_iter()
         .map(|input| {
-            let scheduler = scheduler.clone();
-            tokio::spawn(async move {
-                scheduler
-                    .call(|reply| Command::Gen {
-                        conversation: qwen3guard::Conversation::from_prompt(&input, None),
-                        options: GenOptions::default(),
-                        category_scores: true,
-                        reply,
-                    })
-                    .await
+            scheduler.submit(|reply| Command::Gen {
+                conversation: qwen3guard::Conversation::from_prompt(&input, None),
+                options: GenOptions::default(),
+                category_scores: true,
+                reply,
             })
         })
-        .collect();
-    let mut results = Vec::with_capacity(pending.len());
-    for task in pending {
-        let outcome = task
-            .await
-            .map_err(|e| AppError::Engine(qwen3guard::Error::Internal(e.to_string())))??;
-        let (native, flagged) = native(&outcome, state.config.mode)?;
-        if flagged {
-            state
-                .metrics
-                .flagged(outcome.verdict.categories.iter().map(String::as_str));
-        }
-        let scores = outcome.category_scores.unwrap_or_default();
-        let [categories, category_scores, applied] =
-            category_maps(flagged, &outcome.verdict.categories, &scores);
-        results.push(json!({
-            "flagged": flagged,
-            "categories": categories,
-            "category_scores": category_scores,
-            "category_applied_input_types": applied,
-            "qwen3guard": native,
-        }));
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for receiver in pending {
+        outcomes.push(answer(receiver).await?);
     }
+    let results: Vec<ModerationResult> = outcomes
+        .iter()
+        .map(|outcome| {
+            let native = native(&outcome.verdict, state.config.mode);
+            if native.flagged {
+                state
+                    .metrics
+                    .flagged(outcome.verdict.categories.iter().map(String::as_str));
+            }
+            ModerationResult::new(native, outcome.category_scores.as_deref().unwrap_or_default())
+        })
+        .collect();
     let id = format!("modr-{}", state.counter.fetch_add(1, Ordering::Relaxed));
-    Ok(Json(json!({"id": id, "model": model, "results": results})).into_response())
+    Ok(Json(Moderation { id, model, results }).into_response())
 }
 
 /// `POST /v1/guard`: the `moderate --json` fields plus `flagged`.
@@ -164,13 +161,13 @@ pub async fn guard(State(state): State<AppState>, raw: Result<Bytes, BytesReject
             reply,
         })
         .await?;
-    let (value, flagged) = native(&outcome, request.mode.unwrap_or(state.config.mode))?;
-    if flagged {
+    let native = native(&outcome.verdict, request.mode.unwrap_or(state.config.mode));
+    if native.flagged {
         state
             .metrics
             .flagged(outcome.verdict.categories.iter().map(String::as_str));
     }
-    Ok(Json(value).into_response())
+    Ok(Json(native).into_response())
 }
 
 /// `POST /v1/stream/sessions`.

@@ -36,7 +36,9 @@ pub async fn around(State(state): State<AppState>, request: Request, next: Next)
                 keys.iter()
                     .any(|k| constant_time_eq(k.as_bytes(), given.as_bytes()))
             });
-    let mut response = if authorized {
+    let mut response = if state.draining.load(Ordering::Relaxed) && path != "/live" {
+        AppError::Unavailable("the server is shutting down".into()).into_response()
+    } else if authorized {
         next.run(request).await
     } else {
         AppError::Unauthorized.into_response()
@@ -61,6 +63,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/moderations" => "/v1/moderations",
         "/v1/guard" => "/v1/guard",
         "/v1/stream/sessions" => "/v1/stream/sessions",
+        "/v1/stream/ws" => "/v1/stream/ws",
         p if p.starts_with("/v1/stream/sessions/") && p.ends_with("/append") => {
             "/v1/stream/sessions/{id}/append"
         }

@@ -7,8 +7,9 @@ mod error;
 mod handlers;
 mod middleware;
 mod openai;
+mod ws;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
 use axum::routing::{get, post};
@@ -32,6 +33,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Counter behind generated ids.
     pub counter: Arc<AtomicU64>,
+    /// Set when shutdown starts: requests still arriving get 503 while in-flight ones
+    /// finish.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -42,6 +46,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             counter: Arc::new(AtomicU64::new(0)),
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -68,7 +73,9 @@ pub fn app(state: AppState) -> Router {
             get(handlers::get_session).delete(handlers::delete_session),
         )
         .route("/v1/stream/sessions/{id}/append", post(handlers::append))
+        .route("/v1/stream/ws", get(ws::upgrade))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::wrong_method)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,91 @@
+//! `qwen3guard serve`: flags (and `QWEN3GUARD_*` variables) into the server's config.
+//!
+//! Everything else — routes, validation, scheduling, sessions — is the
+//! `qwen3guard-server` crate; this file only parses.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use qwen3guard::{Mode, Precision};
+use qwen3guard_server::{Limits, ServerConfig};
+
+/// Arguments of `serve`. Every flag can also be set by the environment variable named in
+/// its help.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Gen checkpoint (directory or Hub repo id): `/v1/moderations` and `/v1/guard`.
+    #[arg(long, value_name = "DIR|REPO", env = "QWEN3GUARD_GEN_MODEL")]
+    gen_model: Option<String>,
+    /// Stream checkpoint (directory or Hub repo id): `/v1/stream/...`.
+    #[arg(long, value_name = "DIR|REPO", env = "QWEN3GUARD_STREAM_MODEL")]
+    stream_model: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "QWEN3GUARD_HOST")]
+    host: String,
+    /// Port to listen on (0 picks a free one, printed at start).
+    #[arg(long, default_value_t = 8080, env = "QWEN3GUARD_PORT")]
+    port: u16,
+    /// Precision the models are loaded in.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|q8", env = "QWEN3GUARD_DTYPE")]
+    dtype: Precision,
+    /// Default policy: strict (Controversial is flagged) or loose; `/v1/guard` requests may
+    /// override it.
+    #[arg(long, default_value = "strict", value_name = "strict|loose", env = "QWEN3GUARD_MODE")]
+    mode: Mode,
+    /// Accepted bearer key (repeat the flag, or separate keys by commas in the variable);
+    /// without one the server is open.
+    #[arg(long = "api-key", value_name = "KEY", env = "QWEN3GUARD_API_KEY", value_delimiter = ',')]
+    api_keys: Vec<String>,
+    /// Requests waiting for the scheduler at most; more get 503 with Retry-After.
+    #[arg(long, default_value_t = Limits::default().max_queue, env = "QWEN3GUARD_MAX_QUEUE")]
+    max_queue: usize,
+    /// Gen requests sharing one batch at most.
+    #[arg(long, default_value_t = Limits::default().max_batch, env = "QWEN3GUARD_MAX_BATCH")]
+    max_batch: usize,
+    /// Open stream sessions at most; more get 429.
+    #[arg(long, default_value_t = Limits::default().max_sessions, env = "QWEN3GUARD_MAX_SESSIONS")]
+    max_sessions: usize,
+    /// Tokens (prompt and response) one session may hold; more get 413.
+    #[arg(long, default_value_t = Limits::default().max_session_tokens, env = "QWEN3GUARD_MAX_SESSION_TOKENS")]
+    max_session_tokens: usize,
+    /// Seconds after which an untouched session is closed.
+    #[arg(long, default_value_t = Limits::default().session_idle.as_secs(), env = "QWEN3GUARD_SESSION_IDLE_SECS")]
+    session_idle_secs: u64,
+    /// Request bodies larger than this get 413.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes, env = "QWEN3GUARD_MAX_BODY_BYTES")]
+    max_body_bytes: usize,
+    /// Seconds shutdown waits for in-flight requests.
+    #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs(), env = "QWEN3GUARD_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        let defaults = Limits::default();
+        ServerConfig {
+            gen_model: self.gen_model.clone(),
+            stream_model: self.stream_model.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            precision: self.dtype,
+            mode: self.mode,
+            api_keys: self.api_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            limits: Limits {
+                max_queue: self.max_queue,
+                max_batch: self.max_batch,
+                max_sessions: self.max_sessions,
+                max_session_tokens: self.max_session_tokens,
+                session_idle: Duration::from_secs(self.session_idle_secs),
+                max_body_bytes: self.max_body_bytes,
+                shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+                ..defaults
+            },
+        }
+    }
+}
+
+/// Runs `serve` until SIGTERM or Ctrl-C.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    Ok(qwen3guard_server::serve(args.config())?)
+}
