@@ -70,6 +70,8 @@ pub struct Metrics {
     pub queue_depth: AtomicUsize,
     /// Stream sessions open.
     pub open_sessions: AtomicUsize,
+    /// Requests dropped unfinished because their client went away.
+    pub cancelled: AtomicUsize,
 }
 
 impl Metrics {
@@ -123,6 +125,7 @@ impl Metrics {
         let mut out = String::new();
         let queue = self.queue_depth.load(Ordering::Relaxed);
         let sessions = self.open_sessions.load(Ordering::Relaxed);
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
         self.with(|m| {
             out.push_str("# HELP qwen3guard_requests_total Requests by endpoint and status.\n");
             out.push_str("# TYPE qwen3guard_requests_total counter\n");
@@ -175,6 +178,9 @@ impl Metrics {
         out.push_str("# HELP qwen3guard_open_sessions Stream sessions open.\n");
         out.push_str("# TYPE qwen3guard_open_sessions gauge\n");
         let _ = writeln!(out, "qwen3guard_open_sessions {sessions}");
+        out.push_str("# HELP qwen3guard_cancelled_total Requests dropped because their client went away.\n");
+        out.push_str("# TYPE qwen3guard_cancelled_total counter\n");
+        let _ = writeln!(out, "qwen3guard_cancelled_total {cancelled}");
         out
     }
 }

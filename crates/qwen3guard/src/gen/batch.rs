@@ -1,6 +1,6 @@
 //! Running several moderations' steps in shared forward passes.
 //!
-//! Each round takes the next step of every unfinished [`Decoder`], runs their tokens
+//! Each round ([`run_round`]) takes the next step of every unfinished [`Decoder`], runs their tokens
 //! through the layers in one pass ([`Backbone::forward_batch_last`]) and the rows that need
 //! logits through one LM-head product, so a round reads the weights once however many
 //! requests it serves: a decoding step costs about the same for eight requests as for
@@ -21,67 +21,67 @@ const PASS_ROWS: usize = 1024;
 /// A step longer than this (a long prompt) runs alone, chunked by [`Backbone::forward_last`].
 const ALONE_ROWS: usize = 256;
 
-/// Runs every decoder in `decoders` to its end. A decoder whose step fails ends there with
-/// its error in `errors` (same index); the others go on.
-pub(super) fn run_all(
+/// Runs one round: the next step of every decoder in `decoders` that has one and has not
+/// failed. A decoder whose step fails ends there with its error in `errors` (same
+/// index); the others go on. Returns whether any step ran.
+pub(super) fn run_round(
     model: &GenModel,
     decoders: &mut [Decoder<'_>],
     errors: &mut [Option<Error>],
-) {
-    loop {
-        let steps: Vec<(usize, Step)> = decoders
-            .iter_mut()
-            .enumerate()
-            .filter(|(i, _)| errors[*i].is_none())
-            .filter_map(|(i, d)| d.step().map(|s| (i, s)))
+) -> bool {
+    let steps: Vec<(usize, Step)> = decoders
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| errors[*i].is_none())
+        .filter_map(|(i, d)| d.step().map(|s| (i, s)))
+        .collect();
+    if steps.is_empty() {
+        return false;
+    }
+    for pass in passes(&steps) {
+        let hidden = run_pass(&model.backbone, decoders, &pass);
+        // One LM-head product for every row of the pass that needs logits.
+        let wanted: Vec<usize> = (0..pass.len())
+            .filter(|&p| pass[p].1.logits && hidden[p].is_ok())
             .collect();
-        if steps.is_empty() {
-            return;
-        }
-        for pass in passes(&steps) {
-            let hidden = run_pass(&model.backbone, decoders, &pass);
-            // One LM-head product for every row of the pass that needs logits.
-            let wanted: Vec<usize> = (0..pass.len())
-                .filter(|&p| pass[p].1.logits && hidden[p].is_ok())
-                .collect();
-            let wanted_rows = wanted
-                .iter()
-                .filter_map(|&p| hidden[p].as_ref().ok())
-                .flatten()
-                .map(Vec::as_slice);
-            let mut logits = match model.vocabulary_logits(wanted_rows) {
-                Ok(all) => all.into_iter(),
-                Err(err) => {
-                    // Rare (the product itself failed): every request that needed it fails;
-                    // the others of the pass still take their rows.
-                    for &p in &wanted {
-                        errors[pass[p].0] = Some(Error::Internal(format!(
-                            "logits of a batched step failed: {err}"
-                        )));
-                    }
-                    Vec::new().into_iter()
+        let wanted_rows = wanted
+            .iter()
+            .filter_map(|&p| hidden[p].as_ref().ok())
+            .flatten()
+            .map(Vec::as_slice);
+        let mut logits = match model.vocabulary_logits(wanted_rows) {
+            Ok(all) => all.into_iter(),
+            Err(err) => {
+                // Rare (the product itself failed): every request that needed it fails;
+                // the others of the pass still take their rows.
+                for &p in &wanted {
+                    errors[pass[p].0] = Some(Error::Internal(format!(
+                        "logits of a batched step failed: {err}"
+                    )));
                 }
-            };
-            for (p, ((i, step), result)) in pass.iter().zip(hidden).enumerate() {
-                if errors[*i].is_some() {
-                    continue;
-                }
-                let outcome = result.and_then(|rows| {
-                    // The logits come in the pass's order, a step's rows together.
-                    let own: Vec<Vec<f32>> = if wanted.contains(&p) {
-                        logits.by_ref().take(rows.len()).collect()
-                    } else {
-                        Vec::new()
-                    };
-                    debug_assert!(!step.logits || own.len() == step.rows);
-                    decoders[*i].finish(&rows, &own)
-                });
-                if let Err(err) = outcome {
-                    errors[*i] = Some(err);
-                }
+                Vec::new().into_iter()
+            }
+        };
+        for (p, ((i, step), result)) in pass.iter().zip(hidden).enumerate() {
+            if errors[*i].is_some() {
+                continue;
+            }
+            let outcome = result.and_then(|rows| {
+                // The logits come in the pass's order, a step's rows together.
+                let own: Vec<Vec<f32>> = if wanted.contains(&p) {
+                    logits.by_ref().take(rows.len()).collect()
+                } else {
+                    Vec::new()
+                };
+                debug_assert!(!step.logits || own.len() == step.rows);
+                decoders[*i].finish(&rows, &own)
+            });
+            if let Err(err) = outcome {
+                errors[*i] = Some(err);
             }
         }
     }
+    true
 }
 
 /// Splits a round's steps into passes: long steps alone, the rest together up to

@@ -6,11 +6,17 @@
 //! Keeping the forward passes outside is what lets several requests share them.
 
 use crate::error::Result;
-use crate::model::KvCache;
+use crate::model::{KvCache, FORWARD_CHUNK};
 use crate::policy::Severity;
 
 use super::draft::{Cursor, FormatTrie};
 use super::{argmax, GenModel, Scores};
+
+/// Prompt tokens one step runs at most. A longer prompt takes several steps, so that a
+/// driver batching it with short requests serves them between its chunks instead of
+/// after its whole prefill. The backbone's own chunk: its sums run in the same order
+/// whatever the chunk, so a chunked prompt gives the same results as a whole one.
+const PREFILL_CHUNK: usize = FORWARD_CHUNK;
 
 /// Where a decoding stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +62,8 @@ pub(super) struct Decoder<'m> {
     /// The step in flight: the cache length before it and the tokens it drafted.
     base: usize,
     draft: Vec<u32>,
+    /// The step in flight is a chunk of the prompt (nothing to read back).
+    prefilling: bool,
 }
 
 impl<'m> Decoder<'m> {
@@ -85,12 +93,26 @@ impl<'m> Decoder<'m> {
             cursor: format.root(),
             base: 0,
             draft: Vec::new(),
+            prefilling: false,
         }
+    }
+
+    /// Whether the decoding is over (its next [`Self::step`] is `None`).
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
     }
 
     /// The next step to run, or `None` when the decoding is over.
     pub fn step(&mut self) -> Option<Step> {
         let m = self.model;
+        if self.phase != Phase::Done && self.pending.len() > PREFILL_CHUNK {
+            self.prefilling = true;
+            return Some(Step {
+                feed: self.pending[..PREFILL_CHUNK].to_vec(),
+                rows: 0,
+                logits: false,
+            });
+        }
         match self.phase {
             Phase::Done => None,
             Phase::Verdict { .. } => {
@@ -131,6 +153,10 @@ impl<'m> Decoder<'m> {
     /// Takes the results of the step [`Self::step`] returned, after its feed ran on the
     /// cache: its final hidden rows, and their logits if the step asked for them.
     pub fn finish(&mut self, hidden: &[Vec<f32>], logits: &[Vec<f32>]) -> Result<()> {
+        if std::mem::take(&mut self.prefilling) {
+            self.pending.drain(..PREFILL_CHUNK);
+            return Ok(());
+        }
         match self.phase {
             Phase::Verdict { categories } => self.finish_verdict(hidden, categories),
             Phase::Decode => {

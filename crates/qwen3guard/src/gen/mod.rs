@@ -7,12 +7,14 @@
 //! 3. decoding proposes the answer's fixed words ([`FormatTrie`]) and keeps what the model's
 //!    own greedy choice confirms, so only the label and category tokens cost a step each.
 //!
-//! Each request's decoding is a sequence of steps (`decoder.rs`) that a driver runs
-//! (`batch.rs`): alone for [`GenGuard::moderate`], several requests' steps in shared passes
-//! for [`GenGuard::moderate_batch`].
+//! Each request's decoding is a sequence of steps (`decoder.rs`) that a driver runs in
+//! rounds of shared passes (`batch.rs`); [`GenBatch`] (`continuous.rs`) lets requests join
+//! and leave between rounds, and [`GenGuard::moderate`] and [`GenGuard::moderate_batch`]
+//! are built on it.
 
 mod batch;
 mod categories;
+mod continuous;
 mod decoder;
 mod draft;
 mod preamble;
@@ -32,6 +34,7 @@ use crate::prompt::{Conversation, Prompter, RenderOptions, RenderedPrompt, Task}
 use decoder::Decoder;
 
 pub use categories::CategoryScore;
+pub use continuous::{GenBatch, Ticket};
 pub use draft::FormatTrie;
 pub use preamble::Preamble;
 
@@ -225,30 +228,28 @@ impl GenGuard {
         &self,
         requests: &[(&Conversation, GenOptions)],
     ) -> Vec<Result<GenVerdict>> {
-        let m = &*self.model;
-        let mut prompts = Vec::with_capacity(requests.len());
-        let mut decoders = Vec::with_capacity(requests.len());
-        let mut errors = Vec::with_capacity(requests.len());
+        let mut batch = self.batch();
+        let mut results: Vec<Option<Result<GenVerdict>>> = Vec::with_capacity(requests.len());
+        let mut tickets = Vec::with_capacity(requests.len());
         for (conversation, options) in requests {
-            let (prompt, decoder, error) = match self.prepare(conversation, options) {
-                Ok((prompt, decoder)) => (prompt, decoder, None),
-                // A placeholder that never runs: its request already failed.
-                Err(err) => (Vec::new(), m.idle_decoder(), Some(err)),
-            };
-            prompts.push(prompt);
-            decoders.push(decoder);
-            errors.push(error);
+            match batch.add(conversation, options) {
+                Ok(ticket) => {
+                    tickets.push((ticket, results.len()));
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
         }
-        batch::run_all(m, &mut decoders, &mut errors);
-        decoders
+        while !batch.is_empty() {
+            for (ticket, result) in batch.step() {
+                if let Some(&(_, slot)) = tickets.iter().find(|(t, _)| *t == ticket) {
+                    results[slot] = Some(result);
+                }
+            }
+        }
+        results
             .into_iter()
-            .zip(errors)
-            .zip(prompts)
-            .zip(requests)
-            .map(|(((decoder, error), ids), (_, options))| match error {
-                Some(err) => Err(err),
-                None => m.conclude(decoder, &ids, options),
-            })
+            .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a request gave no result".into()))))
             .collect()
     }
 
@@ -343,18 +344,6 @@ impl GenModel {
         })
     }
 
-    /// A decoder with nothing to run, standing in for a request that failed before it
-    /// started.
-    fn idle_decoder(&self) -> Decoder<'_> {
-        Decoder::new(
-            self,
-            self.backbone.new_cache(),
-            Vec::new(),
-            &self.formats[0],
-            (0, false, None),
-        )
-    }
-
     /// The preamble cache of `task`, computed on first use.
     fn preamble(&self, task: Task) -> Option<&Preamble> {
         self.preambles[task_index(task)]
@@ -431,7 +420,7 @@ mod tests {
             (10, drafts, None),
         )];
         let mut errors = [None];
-        batch::run_all(m, &mut d, &mut errors);
+        while batch::run_round(m, &mut d, &mut errors) {}
         assert!(errors[0].is_none(), "{:?}", errors[0]);
         let [d] = d;
         (d.generated, d.steps)
@@ -615,5 +604,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Requests that join a running batch between rounds, one of them long enough to be
+    /// prefilled in chunks, get exactly their results alone; a short request beside the
+    /// long one is not held up until its prefill is over; a cancelled one is never
+    /// handed back.
+    #[test]
+    fn requests_joining_a_running_batch_get_their_own_results() {
+        let guard = guard();
+        let long = "word ".repeat(700);
+        let conversations = [
+            Conversation::from_prompt(&long, None),
+            Conversation::from_prompt("How can I make a bomb?", None),
+            Conversation::from_prompt("How do I bake bread?", Some("Mix flour and water.")),
+            Conversation::from_prompt("Tell me a joke about cats.", None),
+        ];
+        let options = GenOptions {
+            max_new_tokens: 12,
+            ..GenOptions::default()
+        };
+        let alone: Vec<GenVerdict> = conversations
+            .iter()
+            .map(|c| guard.moderate(c, &options).unwrap())
+            .collect();
+        assert!(alone[0].prompt_tokens > 2 * crate::model::FORWARD_CHUNK);
+
+        let mut batch = guard.batch();
+        let mut finished = std::collections::HashMap::new();
+        let mut round = 0;
+        let mut collect = |batch: &mut GenBatch<'_>, round: &mut usize| {
+            *round += 1;
+            for (ticket, result) in batch.step() {
+                finished.insert(ticket, (result.unwrap(), *round));
+            }
+        };
+        let mut tickets = Vec::new();
+        for conversation in &conversations {
+            tickets.push(batch.add(conversation, &options).unwrap());
+            collect(&mut batch, &mut round);
+        }
+        let dropped = batch.add(&conversations[1], &options).unwrap();
+        assert!(batch.cancel(dropped));
+        assert!(!batch.cancel(dropped));
+        while !batch.is_empty() {
+            collect(&mut batch, &mut round);
+        }
+        assert!(!finished.contains_key(&dropped));
+        for (ticket, expected) in tickets.iter().zip(&alone) {
+            let (got, _) = &finished[ticket];
+            assert_eq!(got.generated_token_ids, expected.generated_token_ids);
+            assert_eq!(got.scores, expected.scores);
+            assert_eq!(got.prompt_tokens, expected.prompt_tokens);
+        }
+        // The short request that joined right after the long one finished first.
+        assert!(finished[&tickets[1]].1 < finished[&tickets[0]].1);
+    }
+
+    /// A prompt prefilled in chunks, after the cached preamble, scores exactly as one
+    /// plain forward pass over the whole prompt and `Safety:`: chunking changes no sum.
+    #[test]
+    fn chunked_prefill_is_exact() {
+        let guard = guard();
+        let conversation = Conversation::from_prompt(&"word ".repeat(700), None);
+        let options = GenOptions {
+            verdict_only: true,
+            ..GenOptions::default()
+        };
+        let verdict = guard.moderate(&conversation, &options).unwrap();
+        let mut ids = guard.render(&conversation).unwrap().token_ids;
+        ids.extend(&guard.model.safety_prefix);
+        let (_, logits) = guard.prompt_outputs(&ids).unwrap();
+        assert_eq!(verdict.scores, guard.model.label_scores(&logits));
     }
 }

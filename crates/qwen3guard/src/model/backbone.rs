@@ -12,7 +12,7 @@ use crate::model::{DecoderLayer, Embedding, KvCache, KvPrecision, RmsNorm, Rotar
 pub(crate) const EMBED_TOKENS: &str = "model.embed_tokens";
 
 /// Positions run by one pass through the layers; longer inputs run in chunks of this many.
-const FORWARD_CHUNK: usize = 256;
+pub(crate) const FORWARD_CHUNK: usize = 256;
 
 /// `model.*` of a Qwen3 checkpoint. Immutable once loaded: per-sequence state lives in the
 /// caller's [`KvCache`], so one backbone serves many sequences at once.

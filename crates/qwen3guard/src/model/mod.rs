@@ -17,6 +17,7 @@ mod rotary;
 
 pub use attention::Attention;
 pub use backbone::{Backbone, BatchItem};
+pub(crate) use backbone::FORWARD_CHUNK;
 pub use cache::{KvCache, KvPrecision};
 pub(crate) use cache::{Rows, KEY_GROUP, PAGE};
 pub use embedding::Embedding;

@@ -1,46 +1,14 @@
-//! The scheduler: one OS thread owning the models and the sessions.
-//!
-//! Handlers never run a model. They send a [`Command`] over a bounded channel and await a
-//! one-shot reply; the thread takes whatever is waiting, runs every waiting Gen request
-//! through one [`GenGuard::moderate_batch`] (shared forward passes and LM-head products)
-//! and every waiting session append through one [`StreamGuard::append_batch`], and
-//! answers. A full queue is refused at once (503 with `Retry-After`) instead of growing
-//! without bound; a request whose client went away is dropped before it runs.
+//! Session commands on the scheduler thread: open (with a partial assistant message),
+//! append (offsets, re-tokenized text, caps; every waiting append in one batch), read.
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::Duration;
-
-use qwen3guard::gen::CategoryScore;
 use qwen3guard::stream::{PromptVerdict, ResponseVerdict, TokenVerdict};
-use qwen3guard::{Conversation, GenGuard, GenOptions, GenVerdict, Mode, StreamGuard};
+use qwen3guard::StreamGuard;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
-use crate::config::Limits;
+use super::{Reply, Worker};
 use crate::http::AppError;
-use crate::metrics::Metrics;
-use crate::sessions::{SessionEntry, SessionStore};
+use crate::sessions::SessionEntry;
 use crate::validation::{AppendInput, AppendRequest, OpenRequest};
-
-/// The loaded models and the names they were loaded from.
-#[derive(Clone, Default)]
-pub struct Models {
-    /// The Gen model, if loaded.
-    pub gen: Option<(String, GenGuard)>,
-    /// The Stream model, if loaded.
-    pub stream: Option<(String, StreamGuard)>,
-}
-
-/// A Gen result, with category scores when they were asked for.
-#[derive(Debug, Clone)]
-pub struct GenOutcome {
-    /// The verdict, as the library gives it.
-    pub verdict: GenVerdict,
-    /// Per-category first-token probabilities after the verdict's label.
-    pub category_scores: Option<Vec<CategoryScore>>,
-}
 
 /// A session just opened.
 #[derive(Debug, Clone, Serialize)]
@@ -95,111 +63,9 @@ pub struct SessionView {
     pub finished: bool,
 }
 
-/// Where the scheduler sends a command's answer.
-pub type Reply<T> = oneshot::Sender<Result<T, AppError>>;
-
-/// A request to the scheduler.
-pub enum Command {
-    /// Moderate with Gen.
-    Gen {
-        /// The conversation.
-        conversation: Conversation,
-        /// Decoding options.
-        options: GenOptions,
-        /// Also compute category scores.
-        category_scores: bool,
-        /// Where the answer goes.
-        reply: Reply<GenOutcome>,
-    },
-    /// Open a stream session.
-    Open(OpenRequest, Reply<Opened>),
-    /// Append to a session.
-    Append(String, AppendRequest, Reply<Appended>),
-    /// Read a session.
-    Get(String, Reply<SessionView>),
-    /// Close a session.
-    Delete(String, Reply<()>),
-    /// Answer at once (health probe).
-    Probe(Reply<()>),
-}
-
-/// The handlers' side: a cloneable sender.
-#[derive(Clone)]
-pub struct Scheduler {
-    tx: SyncSender<Command>,
-    metrics: Arc<Metrics>,
-    models: Models,
-}
-
-impl Scheduler {
-    /// Starts the thread owning `models`.
-    pub fn start(models: Models, limits: &Limits, mode: Mode, metrics: Arc<Metrics>) -> Self {
-        let (tx, rx) = mpsc::sync_channel(limits.max_queue.max(1));
-        let worker = Worker {
-            models: models.clone(),
-            store: SessionStore::new(limits.max_sessions, limits.session_idle),
-            limits: limits.clone(),
-            mode,
-            metrics: metrics.clone(),
-        };
-        std::thread::Builder::new()
-            .name("qwen3guard-scheduler".into())
-            .spawn(move || worker.run(rx))
-            .map_or_else(
-                // Without the thread every send fails, and /health says so.
-                |e| eprintln!("cannot start the scheduler thread: {e}"),
-                |_| (),
-            );
-        Scheduler {
-            tx,
-            metrics,
-            models,
-        }
-    }
-
-    /// The loaded models.
-    pub fn models(&self) -> &Models {
-        &self.models
-    }
-
-    /// Queues a command built around a fresh reply channel; the receiver yields the
-    /// answer. Dropping the receiver (a client that went away) cancels the command if it
-    /// has not run yet.
-    pub fn submit<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<oneshot::Receiver<Result<T, AppError>>, AppError> {
-        let (reply, answer) = oneshot::channel();
-        let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(make(reply)) {
-            Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => {
-                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                Err(AppError::Overloaded(depth))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                Err(AppError::Unavailable("the scheduler has stopped".into()))
-            }
-        }
-    }
-
-    /// [`Scheduler::submit`], then the answer.
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AppError> {
-        answer(self.submit(make)?).await
-    }
-}
-
-/// Awaits a submitted command's answer.
-pub async fn answer<T>(receiver: oneshot::Receiver<Result<T, AppError>>) -> Result<T, AppError> {
-    receiver
-        .await
-        .map_err(|_| AppError::Unavailable("the scheduler dropped the request".into()))?
-}
-
 /// One append, validated and turned into ids, waiting for the batch.
-struct PendingAppend {
-    id: String,
+pub(super) struct PendingAppend {
+    pub(super) id: String,
     entry: SessionEntry,
     ids: Vec<u32>,
     /// State to put back if the model step fails.
@@ -216,148 +82,14 @@ struct SessionEntryUndo {
     token_count: usize,
 }
 
-/// The thread's state.
-struct Worker {
-    models: Models,
-    store: SessionStore,
-    limits: Limits,
-    mode: Mode,
-    metrics: Arc<Metrics>,
-}
-
 impl Worker {
-    fn run(mut self, rx: Receiver<Command>) {
-        loop {
-            let first = match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.housekeeping();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut commands = vec![first];
-            // Everything already waiting joins this round, up to a bound that keeps one
-            // round's latency in check.
-            while commands.len() < self.limits.max_batch.max(1) * 4 {
-                match rx.try_recv() {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
-            }
-            self.metrics
-                .queue_depth
-                .fetch_sub(commands.len(), Ordering::Relaxed);
-            self.round(commands);
-            self.housekeeping();
-        }
-    }
-
-    fn housekeeping(&mut self) {
-        self.store.expire();
-        self.metrics
-            .open_sessions
-            .store(self.store.len(), Ordering::Relaxed);
-    }
-
-    fn round(&mut self, commands: Vec<Command>) {
-        let mut gens = Vec::new();
-        let mut appends: Vec<PendingAppend> = Vec::new();
-        for command in commands {
-            match command {
-                Command::Gen {
-                    conversation,
-                    options,
-                    category_scores,
-                    reply,
-                } => gens.push((conversation, options, category_scores, reply)),
-                Command::Append(id, request, reply) => {
-                    // One append per session per batch: a second one waits for the first.
-                    if appends.iter().any(|a| a.id == id) {
-                        self.flush(&mut appends);
-                    }
-                    if let Some(pending) = self.prepare_append(id, request, reply) {
-                        appends.push(pending);
-                    }
-                }
-                Command::Get(id, reply) => {
-                    if appends.iter().any(|a| a.id == id) {
-                        self.flush(&mut appends);
-                    }
-                    let _ = reply.send(self.view(&id));
-                }
-                Command::Delete(id, reply) => {
-                    if appends.iter().any(|a| a.id == id) {
-                        self.flush(&mut appends);
-                    }
-                    let result = match self.store.remove(&id) {
-                        true => Ok(()),
-                        false => Err(AppError::SessionNotFound(id)),
-                    };
-                    let _ = reply.send(result);
-                }
-                Command::Open(request, reply) => {
-                    if !reply.is_closed() {
-                        let _ = reply.send(self.open(request));
-                    }
-                }
-                Command::Probe(reply) => {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-        }
-        self.flush(&mut appends);
-        self.run_gen(gens);
-    }
-
     fn stream(&self) -> Result<&StreamGuard, AppError> {
         self.models.stream.as_ref().map(|(_, g)| g).ok_or_else(|| {
             AppError::ModelNotLoaded("no Stream model is loaded (start with --stream-model)".into())
         })
     }
 
-    fn run_gen(&mut self, gens: Vec<(Conversation, GenOptions, bool, Reply<GenOutcome>)>) {
-        // A client that went away needs no answer.
-        let mut gens: Vec<_> = gens.into_iter().filter(|g| !g.3.is_closed()).collect();
-        if gens.is_empty() {
-            return;
-        }
-        let Some((_, guard)) = &self.models.gen else {
-            for (.., reply) in gens {
-                let _ = reply.send(Err(AppError::ModelNotLoaded(
-                    "no Gen model is loaded (start with --gen-model)".into(),
-                )));
-            }
-            return;
-        };
-        while !gens.is_empty() {
-            let rest = gens.split_off(gens.len().min(self.limits.max_batch.max(1)));
-            let chunk = std::mem::replace(&mut gens, rest);
-            self.metrics.batch("gen", chunk.len());
-            let requests: Vec<(&Conversation, GenOptions)> =
-                chunk.iter().map(|(c, o, ..)| (c, *o)).collect();
-            let results = guard.moderate_batch(&requests);
-            for ((conversation, _, scores, reply), result) in chunk.into_iter().zip(results) {
-                let outcome = result.map_err(AppError::from).and_then(|verdict| {
-                    self.metrics
-                        .tokens(verdict.prompt_tokens + verdict.generated_token_ids.len());
-                    let category_scores = if scores {
-                        let label = verdict.safety.unwrap_or_else(|| verdict.scores.best());
-                        Some(guard.category_scores(&conversation, label)?)
-                    } else {
-                        None
-                    };
-                    Ok(GenOutcome {
-                        verdict,
-                        category_scores,
-                    })
-                });
-                let _ = reply.send(outcome);
-            }
-        }
-    }
-
-    fn open(&mut self, request: OpenRequest) -> Result<Opened, AppError> {
+    pub(super) fn open(&mut self, request: OpenRequest) -> Result<Opened, AppError> {
         let guard = self.stream()?.clone();
         // A request too large for any session is refused as such (413) before the
         // transient refusal of a full server (429).
@@ -397,7 +129,7 @@ impl Worker {
         Ok(())
     }
 
-    fn view(&mut self, id: &str) -> Result<SessionView, AppError> {
+    pub(super) fn view(&mut self, id: &str) -> Result<SessionView, AppError> {
         let mode = self.mode;
         let entry = self
             .store
@@ -419,7 +151,7 @@ impl Worker {
 
     /// Resolves an append's offset and turns its input into ids; answers at once (and
     /// returns `None`) for duplicates and errors.
-    fn prepare_append(
+    pub(super) fn prepare_append(
         &mut self,
         id: String,
         request: AppendRequest,
@@ -554,7 +286,7 @@ impl Worker {
 
     /// Runs the waiting appends in one batch (each alone if the batch fails, so that an
     /// error belongs to the append that caused it) and answers them.
-    fn flush(&mut self, appends: &mut Vec<PendingAppend>) {
+    pub(super) fn flush(&mut self, appends: &mut Vec<PendingAppend>) {
         if appends.is_empty() {
             return;
         }

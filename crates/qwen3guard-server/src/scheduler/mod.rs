@@ -1,0 +1,268 @@
+//! The scheduler: one OS thread owning the models and the sessions.
+//!
+//! Handlers never run a model. They send a [`Command`] over a bounded channel and await a
+//! one-shot reply. The thread loops: it takes whatever commands are waiting, runs the
+//! session operations among them (every waiting append in one
+//! [`qwen3guard::StreamGuard::append_batch`]), then one round of the running Gen batch
+//! ([`gen`]: continuous batching, requests join between rounds), and answers what is
+//! done. A full queue is refused at once (503 with `Retry-After`) instead of growing
+//! without bound; a request whose client went away is dropped, before it runs or between
+//! two of its rounds.
+//!
+//! - [`gen`]: the Gen lane (admission, cancellation, verdicts and category scores).
+//! - [`stream`]: session commands (open, append with offsets and re-tokenization, read).
+
+mod gen;
+mod stream;
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qwen3guard::{Conversation, GenGuard, GenOptions, Mode, StreamGuard};
+use tokio::sync::oneshot;
+
+use crate::config::Limits;
+use crate::http::AppError;
+use crate::metrics::Metrics;
+use crate::sessions::SessionStore;
+use crate::validation::{AppendRequest, OpenRequest};
+
+pub use gen::GenOutcome;
+pub use stream::{Appended, Opened, SessionView};
+
+use gen::{GenJob, GenLane};
+use stream::PendingAppend;
+
+/// The loaded models and the names they were loaded from.
+#[derive(Clone, Default)]
+pub struct Models {
+    /// The Gen model, if loaded.
+    pub gen: Option<(String, GenGuard)>,
+    /// The Stream model, if loaded.
+    pub stream: Option<(String, StreamGuard)>,
+}
+
+/// Where the scheduler sends a command's answer.
+pub type Reply<T> = oneshot::Sender<Result<T, AppError>>;
+
+/// A request to the scheduler.
+pub enum Command {
+    /// Moderate with Gen.
+    Gen {
+        /// The conversation.
+        conversation: Conversation,
+        /// Decoding options.
+        options: GenOptions,
+        /// Also compute category scores.
+        category_scores: bool,
+        /// Where the answer goes.
+        reply: Reply<GenOutcome>,
+    },
+    /// Open a stream session.
+    Open(OpenRequest, Reply<Opened>),
+    /// Append to a session.
+    Append(String, AppendRequest, Reply<Appended>),
+    /// Read a session.
+    Get(String, Reply<SessionView>),
+    /// Close a session.
+    Delete(String, Reply<()>),
+    /// Answer at once (health probe).
+    Probe(Reply<()>),
+}
+
+/// The handlers' side: a cloneable sender.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: SyncSender<Command>,
+    metrics: Arc<Metrics>,
+    models: Models,
+}
+
+impl Scheduler {
+    /// Starts the thread owning `models`.
+    pub fn start(models: Models, limits: &Limits, mode: Mode, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::sync_channel(limits.max_queue.max(1));
+        let worker = Worker {
+            models: models.clone(),
+            store: SessionStore::new(limits.max_sessions, limits.session_idle),
+            limits: limits.clone(),
+            mode,
+            metrics: metrics.clone(),
+        };
+        std::thread::Builder::new()
+            .name("qwen3guard-scheduler".into())
+            .spawn(move || worker.run(rx))
+            .map_or_else(
+                // Without the thread every send fails, and /health says so.
+                |e| eprintln!("cannot start the scheduler thread: {e}"),
+                |_| (),
+            );
+        Scheduler {
+            tx,
+            metrics,
+            models,
+        }
+    }
+
+    /// The loaded models.
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    /// Queues a command built around a fresh reply channel; the receiver yields the
+    /// answer. Dropping the receiver (a client that went away) cancels the command if it
+    /// has not run yet.
+    pub fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, AppError>>, AppError> {
+        let (reply, answer) = oneshot::channel();
+        let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(make(reply)) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(AppError::Overloaded(depth))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(AppError::Unavailable("the scheduler has stopped".into()))
+            }
+        }
+    }
+
+    /// [`Scheduler::submit`], then the answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AppError> {
+        answer(self.submit(make)?).await
+    }
+}
+
+/// Awaits a submitted command's answer.
+pub async fn answer<T>(receiver: oneshot::Receiver<Result<T, AppError>>) -> Result<T, AppError> {
+    receiver
+        .await
+        .map_err(|_| AppError::Unavailable("the scheduler dropped the request".into()))?
+}
+
+/// The thread's state.
+struct Worker {
+    models: Models,
+    store: SessionStore,
+    limits: Limits,
+    mode: Mode,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Command>) {
+        // The lane borrows this clone of the Gen model, not the worker.
+        let gen = self.models.gen.clone();
+        let mut lane = gen
+            .as_ref()
+            .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));
+        let mut connected = true;
+        while connected || lane.as_ref().is_some_and(GenLane::busy) {
+            let busy = lane.as_ref().is_some_and(GenLane::busy);
+            let mut commands = Vec::new();
+            if connected {
+                // With Gen work running, take what is waiting and go on; idle, wait.
+                let first = if busy {
+                    rx.try_recv().map_err(|e| e == TryRecvError::Disconnected)
+                } else {
+                    rx.recv_timeout(Duration::from_secs(1))
+                        .map_err(|e| e == RecvTimeoutError::Disconnected)
+                };
+                match first {
+                    Ok(command) => commands.push(command),
+                    Err(disconnected) => connected = !disconnected,
+                }
+            }
+            // Everything already waiting joins this round, up to a bound that keeps one
+            // round's latency in check.
+            while !commands.is_empty() && commands.len() < self.limits.max_batch.max(1) * 4 {
+                match rx.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.metrics
+                .queue_depth
+                .fetch_sub(commands.len(), Ordering::Relaxed);
+            self.round(commands, lane.as_mut());
+            if let Some(lane) = lane.as_mut() {
+                lane.step(&self.metrics);
+            }
+            self.housekeeping();
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        self.store.expire();
+        self.metrics
+            .open_sessions
+            .store(self.store.len(), Ordering::Relaxed);
+    }
+
+    /// Runs the session commands among `commands` and queues the Gen ones on `lane`.
+    fn round(&mut self, commands: Vec<Command>, mut lane: Option<&mut GenLane<'_>>) {
+        let mut appends: Vec<PendingAppend> = Vec::new();
+        for command in commands {
+            match command {
+                Command::Gen {
+                    conversation,
+                    options,
+                    category_scores,
+                    reply,
+                } => match lane.as_deref_mut() {
+                    Some(lane) => lane.push(GenJob {
+                        conversation,
+                        options,
+                        category_scores,
+                        reply,
+                    }),
+                    None => {
+                        let _ = reply.send(Err(AppError::ModelNotLoaded(
+                            "no Gen model is loaded (start with --gen-model)".into(),
+                        )));
+                    }
+                },
+                Command::Append(id, request, reply) => {
+                    // One append per session per batch: a second one waits for the first.
+                    if appends.iter().any(|a| a.id == id) {
+                        self.flush(&mut appends);
+                    }
+                    if let Some(pending) = self.prepare_append(id, request, reply) {
+                        appends.push(pending);
+                    }
+                }
+                Command::Get(id, reply) => {
+                    if appends.iter().any(|a| a.id == id) {
+                        self.flush(&mut appends);
+                    }
+                    let _ = reply.send(self.view(&id));
+                }
+                Command::Delete(id, reply) => {
+                    if appends.iter().any(|a| a.id == id) {
+                        self.flush(&mut appends);
+                    }
+                    let result = match self.store.remove(&id) {
+                        true => Ok(()),
+                        false => Err(AppError::SessionNotFound(id)),
+                    };
+                    let _ = reply.send(result);
+                }
+                Command::Open(request, reply) => {
+                    if !reply.is_closed() {
+                        let _ = reply.send(self.open(request));
+                    }
+                }
+                Command::Probe(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        self.flush(&mut appends);
+    }
+}
