@@ -49,7 +49,7 @@ pub fn run(args: &StreamArgs) -> Result<()> {
         p.category,
         p.category_prob
     );
-    let Some(start) = exchange.response_start else {
+    let Some(start) = exchange.response_start() else {
         return Ok(());
     };
     let color = std::io::stdout().is_terminal();

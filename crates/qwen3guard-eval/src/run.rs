@@ -452,11 +452,11 @@ fn stream_response_line<'a>(
 ) -> qwen3guard::Result<StreamResponseLine<'a>> {
     let mut exchange = stream.render_exchange(&sample.conversation)?;
     let split = split_tokens
-        .split(&exchange.ids, exchange.user_end, thinking)
+        .split(exchange.ids(), exchange.user_end(), thinking)
         .ok_or_else(|| {
             qwen3guard::Error::Conversation("no assistant turn follows the last user turn".into())
         })?;
-    exchange.response_start = Some(split);
+    exchange.set_response_start(split)?;
     let mut session = stream.open_exchange(&exchange)?;
     session.append(exchange.response_ids())?;
     let report = session.report();

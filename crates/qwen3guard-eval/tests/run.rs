@@ -177,7 +177,7 @@ fn stream_response_round_trip_with_latency() {
     let stream = stream_guard();
     let think_open = stream.prompter().tokenizer().marker_id("<think>").unwrap();
     for (line, sample) in lines(&out).iter().zip(&data.samples) {
-        let ids = stream.render_exchange(&sample.conversation).unwrap().ids;
+        let ids = stream.render_exchange(&sample.conversation).unwrap().ids().to_vec();
         let split = line["split_idx_eval"].as_u64().unwrap() as usize;
         // The official thinking split: the first token inside the think block.
         assert_eq!(ids[split - 2], think_open);
@@ -244,7 +244,8 @@ fn stream_split_without_thinking_follows_the_think_block() {
     let ids = stream
         .render_exchange(&data.samples[0].conversation)
         .unwrap()
-        .ids;
+        .ids()
+        .to_vec();
     let think_close = stream.prompter().tokenizer().marker_id("</think>").unwrap();
     let newlines = stream.prompter().tokenizer().encode_text("\n\n").unwrap();
     assert_eq!(ids[splits[0] - 2], think_close);
@@ -258,7 +259,8 @@ fn stream_split_without_thinking_follows_the_think_block() {
     let ids = stream
         .render_exchange(&data.samples[0].conversation)
         .unwrap()
-        .ids;
+        .ids()
+        .to_vec();
     let split = lines(&out)[0]["split_idx_eval"].as_u64().unwrap() as usize;
     assert_eq!(ids[split - 2], think_close);
 }
@@ -275,7 +277,7 @@ fn stream_prompt_round_trip() {
         assert_eq!(line["id"].as_str().unwrap(), sample.key());
         assert_eq!(line["pred_risk_levels"].as_array().unwrap().len(), 1);
         let exchange = stream.render_exchange(&sample.conversation).unwrap();
-        assert_eq!(line["prompt_index"], exchange.user_end);
+        assert_eq!(line["prompt_index"], exchange.user_end());
         assert!(line.get("split_idx_eval").is_none());
     }
     let report = score_file(Kind::StreamPrompt, &out).unwrap();

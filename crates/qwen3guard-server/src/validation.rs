@@ -62,6 +62,13 @@ pub struct AppendRequest {
     pub last: bool,
 }
 
+/// The fields a `/v1/guard` body may have (the OpenAPI schema is checked against it).
+pub const GUARD_FIELDS: [&str; 3] = ["messages", "mode", "verdict_only"];
+/// The fields a session-opening body may have.
+pub const OPEN_FIELDS: [&str; 2] = ["messages", "thinking"];
+/// The fields an append body may have.
+pub const APPEND_FIELDS: [&str; 4] = ["token_ids", "text", "offset", "final"];
+
 fn invalid(message: impl Into<String>) -> AppError {
     AppError::Invalid(message.into())
 }
@@ -158,7 +165,7 @@ fn conversation(messages: Vec<Message>) -> Result<Conversation, AppError> {
 /// Validates a `/v1/guard` body.
 pub fn guard(body: &[u8]) -> Result<GuardRequest, AppError> {
     let map = object(body)?;
-    only(&map, &["messages", "mode", "verdict_only"])?;
+    only(&map, &GUARD_FIELDS)?;
     let mode = match map.get("mode") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "strict" => Some(Mode::Strict),
@@ -210,7 +217,7 @@ pub fn open(body: &[u8]) -> Result<OpenRequest, AppError> {
 
 /// [`open`] on fields already parsed (a WebSocket frame's, less its `op`).
 pub fn open_fields(map: &Map<String, Value>) -> Result<OpenRequest, AppError> {
-    only(map, &["messages", "thinking"])?;
+    only(map, &OPEN_FIELDS)?;
     let mut messages = messages(map)?;
     let partial = match messages.last() {
         Some(m) if m.role == Role::Assistant => messages.pop().map(|m| m.content),
@@ -235,7 +242,7 @@ pub fn append(body: &[u8]) -> Result<AppendRequest, AppError> {
 
 /// [`append`] on fields already parsed (a WebSocket frame's, less its `op` and `id`).
 pub fn append_fields(map: &Map<String, Value>) -> Result<AppendRequest, AppError> {
-    only(map, &["token_ids", "text", "offset", "final"])?;
+    only(map, &APPEND_FIELDS)?;
     let input = match (map.get("token_ids"), map.get("text")) {
         (Some(_), Some(_)) => return Err(invalid("give `token_ids` or `text`, not both")),
         (Some(Value::Array(items)), None) => AppendInput::Tokens(

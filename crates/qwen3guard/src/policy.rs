@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// How harmful something is judged to be.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Severity {
     /// Nothing prohibited.
@@ -91,6 +92,7 @@ impl FromStr for Severity {
 }
 
 /// Probabilities of the three severities (JSON keys `Safe`, `Unsafe`, `Controversial`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SeverityProbs {
     /// P(Safe).
@@ -140,6 +142,7 @@ impl SeverityProbs {
 }
 
 /// What Controversial means for a deployment (paper, Tables 2-6).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {

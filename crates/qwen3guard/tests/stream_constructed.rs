@@ -148,17 +148,17 @@ fn assistant_header_matches_the_template() {
     let conv = Conversation::from_prompt("Tell me a story", Some("Once"));
     let exchange = guard.render_exchange(&conv).unwrap();
     let header = guard.assistant_header(false).unwrap();
-    let start = exchange.response_start.unwrap();
+    let start = exchange.response_start().unwrap();
     assert_eq!(
-        &exchange.ids[exchange.user_end + 1..start],
+        &exchange.ids()[exchange.user_end() + 1..start],
         header.as_slice()
     );
     let thinking = guard.assistant_header(true).unwrap();
     let conv = Conversation::from_prompt("Tell me a story", Some("<think>plan</think>Once"));
     let exchange = guard.render_exchange(&conv).unwrap();
-    let start = exchange.response_start.unwrap();
+    let start = exchange.response_start().unwrap();
     assert_eq!(
-        &exchange.ids[exchange.user_end + 1..start],
+        &exchange.ids()[exchange.user_end() + 1..start],
         thinking.as_slice()
     );
 }

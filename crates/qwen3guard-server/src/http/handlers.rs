@@ -12,8 +12,9 @@ use qwen3guard::{GenOptions, Mode};
 use serde_json::{json, Value};
 
 use super::openai::{Moderation, ModerationResult, Native};
+use super::openapi::{AppendBody, ErrorBody, GuardBody, ModerationBody, OpenBody};
 use super::{AppError, AppState};
-use crate::scheduler::{answer, Command};
+use crate::scheduler::{answer, Appended, Command, Opened, SessionView};
 use crate::validation;
 
 type Answer = Result<Response, AppError>;
@@ -29,12 +30,17 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
 }
 
 /// `GET /live`: the process is up.
+#[utoipa::path(get, path = "/live", tag = "probes",
+    responses((status = 200, description = "The process is up")))]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "alive"}))
 }
 
 /// `GET /health`: 200 once the models are loaded and the scheduler answers a probe in
 /// time; 503 otherwise.
+#[utoipa::path(get, path = "/health", tag = "probes", responses(
+    (status = 200, description = "Models loaded and the scheduler answers"),
+    (status = 503, description = "Loading, stuck or stopped", body = ErrorBody)))]
 pub async fn health(State(state): State<AppState>) -> Answer {
     let scheduler = state.scheduler()?;
     let probe = scheduler.call(Command::Probe);
@@ -59,6 +65,8 @@ pub async fn health(State(state): State<AppState>) -> Answer {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text, names prefixed qwen3guard_")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -104,6 +112,9 @@ fn native(verdict: &qwen3guard::GenVerdict, mode: Mode) -> Native<'_> {
 }
 
 /// `POST /v1/moderations`: OpenAI-compatible.
+#[utoipa::path(post, path = "/v1/moderations", tag = "gen", request_body = ModerationBody, responses(
+    (status = 200, description = "One result per input", body = Moderation),
+    (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn moderations(
     State(state): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
@@ -146,6 +157,9 @@ pub async fn moderations(
 }
 
 /// `POST /v1/guard`: the `moderate --json` fields plus `flagged`.
+#[utoipa::path(post, path = "/v1/guard", tag = "gen", request_body = GuardBody, responses(
+    (status = 200, description = "The moderate --json fields plus flagged", body = Native),
+    (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn guard(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Answer {
     let request = validation::guard(&body(raw)?)?;
     let options = GenOptions {
@@ -171,6 +185,10 @@ pub async fn guard(State(state): State<AppState>, raw: Result<Bytes, BytesReject
 }
 
 /// `POST /v1/stream/sessions`.
+#[utoipa::path(post, path = "/v1/stream/sessions", tag = "stream", request_body = OpenBody, responses(
+    (status = 201, description = "The session and its prompt verdict", body = Opened),
+    (status = 429, description = "Too many open sessions", body = ErrorBody),
+    (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn open_session(
     State(state): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
@@ -184,6 +202,12 @@ pub async fn open_session(
 }
 
 /// `POST /v1/stream/sessions/{id}/append`.
+#[utoipa::path(post, path = "/v1/stream/sessions/{id}/append", tag = "stream", request_body = AppendBody,
+    params(("id" = String, Path, description = "The session id")), responses(
+    (status = 200, description = "Verdicts of the tokens this append ran", body = Appended),
+    (status = 404, description = "No such open session", body = ErrorBody),
+    (status = 409, description = "The offset skips unsent input", body = ErrorBody),
+    (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn append(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -198,6 +222,10 @@ pub async fn append(
 }
 
 /// `GET /v1/stream/sessions/{id}`.
+#[utoipa::path(get, path = "/v1/stream/sessions/{id}", tag = "stream",
+    params(("id" = String, Path, description = "The session id")), responses(
+    (status = 200, description = "The session's state and verdict", body = SessionView),
+    (status = 404, description = "No such open session", body = ErrorBody)))]
 pub async fn get_session(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     let view = state
         .scheduler()?
@@ -207,6 +235,10 @@ pub async fn get_session(State(state): State<AppState>, Path(id): Path<String>) 
 }
 
 /// `DELETE /v1/stream/sessions/{id}`: 204, then 404.
+#[utoipa::path(delete, path = "/v1/stream/sessions/{id}", tag = "stream",
+    params(("id" = String, Path, description = "The session id")), responses(
+    (status = 204, description = "Closed"),
+    (status = 404, description = "No such open session", body = ErrorBody)))]
 pub async fn delete_session(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     state
         .scheduler()?

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::{AppError, AppState};
 
 /// Paths open without a key (probes and scrapers).
-const OPEN_PATHS: [&str; 3] = ["/live", "/health", "/metrics"];
+const OPEN_PATHS: [&str; 4] = ["/live", "/health", "/metrics", "/openapi.json"];
 
 /// Echoes or assigns `x-request-id`, checks the bearer key, and counts the request.
 pub async fn around(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -60,6 +60,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/live" => "/live",
         "/health" => "/health",
         "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
         "/v1/moderations" => "/v1/moderations",
         "/v1/guard" => "/v1/guard",
         "/v1/stream/sessions" => "/v1/stream/sessions",

@@ -7,6 +7,7 @@ mod error;
 mod handlers;
 mod middleware;
 mod openai;
+pub mod openapi;
 mod ws;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -74,6 +75,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/stream/sessions/{id}/append", post(handlers::append))
         .route("/v1/stream/ws", get(ws::upgrade))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)
         .layer(axum::extract::DefaultBodyLimit::max(limit))

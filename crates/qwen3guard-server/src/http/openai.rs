@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use qwen3guard::gen::CategoryScore;
 use qwen3guard::GenVerdict;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// OpenAI's category keys and the Qwen3Guard category each takes its values from.
 pub const OPENAI_CATEGORIES: [(&str, Option<&str>); 13] = [
@@ -29,7 +30,7 @@ pub const OPENAI_CATEGORIES: [(&str, Option<&str>); 13] = [
 ];
 
 /// The body of a `/v1/moderations` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Moderation<'a> {
     /// `modr-N`.
     pub id: String,
@@ -41,22 +42,25 @@ pub struct Moderation<'a> {
 
 /// One result of `/v1/moderations`, typed so that scores are written as the CLI writes
 /// them (an f32 in its shortest form), not widened to a longer f64 text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModerationResult<'a> {
     /// Whether the input is blocked under the server's mode.
     pub flagged: bool,
     /// Per category: flagged and named by Gen.
+    #[schema(value_type = BTreeMap<String, bool>)]
     pub categories: BTreeMap<&'static str, bool>,
     /// Per category: its probability.
+    #[schema(value_type = BTreeMap<String, f32>)]
     pub category_scores: BTreeMap<&'static str, f32>,
     /// Per category: the input types it was judged on (always text).
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     pub category_applied_input_types: BTreeMap<&'static str, [&'static str; 1]>,
     /// The native verdict, as `/v1/guard` returns it.
     pub qwen3guard: Native<'a>,
 }
 
 /// A Gen verdict with the policy's decision beside its own fields.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Native<'a> {
     /// The library's verdict, field for field.
     #[serde(flatten)]

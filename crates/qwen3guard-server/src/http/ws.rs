@@ -21,6 +21,9 @@ use crate::scheduler::Command;
 use crate::validation;
 
 /// `GET /v1/stream/ws`.
+#[utoipa::path(get, path = "/v1/stream/ws", tag = "stream", responses(
+    (status = 101, description = "Upgraded: session operations as JSON frames (docs/SERVER.md)"),
+    (status = 400, description = "Not a WebSocket upgrade", body = super::openapi::ErrorBody)))]
 pub async fn upgrade(
     State(state): State<AppState>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

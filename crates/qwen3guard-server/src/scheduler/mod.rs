@@ -190,9 +190,20 @@ impl Worker {
             self.metrics
                 .queue_depth
                 .fetch_sub(commands.len(), Ordering::Relaxed);
-            self.round(commands, lane.as_mut());
-            if let Some(lane) = lane.as_mut() {
-                lane.step(&self.metrics);
+            // A panic in a round (a bug, never an input: inputs get typed errors) must not
+            // take the thread and every later request with it. The round's requests lose
+            // their replies (their clients get 503) and the Gen batch starts afresh.
+            let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.round(commands, lane.as_mut());
+                if let Some(lane) = lane.as_mut() {
+                    lane.step(&self.metrics);
+                }
+            }));
+            if round.is_err() {
+                eprintln!("qwen3guard serve: a scheduler round panicked; its requests were dropped");
+                lane = gen
+                    .as_ref()
+                    .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));
             }
             self.housekeeping();
         }

@@ -11,7 +11,7 @@ use crate::sessions::SessionEntry;
 use crate::validation::{AppendInput, AppendRequest, OpenRequest};
 
 /// A session just opened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Opened {
     /// Its id.
     pub id: String,
@@ -22,7 +22,7 @@ pub struct Opened {
 }
 
 /// What an append did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Appended {
     /// Verdicts of the tokens run by this append (absolute indices).
     pub tokens: Vec<TokenVerdict>,
@@ -39,7 +39,7 @@ pub struct Appended {
 }
 
 /// A session's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     /// Its id.
     pub id: String,
@@ -95,7 +95,7 @@ impl Worker {
         // transient refusal of a full server (429).
         let exchange = guard.render_exchange(&request.prompt)?;
         let header = guard.assistant_header(request.thinking)?;
-        let needed = exchange.user_end + 1 + header.len();
+        let needed = exchange.user_end() + 1 + header.len();
         self.check_cap(needed)?;
         if self.store.len() >= self.limits.max_sessions {
             return Err(too_many(self.limits.max_sessions));

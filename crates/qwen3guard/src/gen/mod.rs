@@ -75,6 +75,7 @@ impl Default for GenOptions {
 pub type Scores = SeverityProbs;
 
 /// Gen's verdict on a conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct GenVerdict {
     /// The parsed `Safety:` level; `None` if the output could not be parsed.

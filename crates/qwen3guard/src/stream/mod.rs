@@ -26,13 +26,9 @@ use crate::prompt::{Conversation, Message, Prompter, RenderOptions, Role};
 /// A conversation rendered for streaming, with the positions that matter.
 #[derive(Debug, Clone)]
 pub struct Exchange {
-    /// Token ids of the whole conversation (Qwen3 template, thinking off).
-    pub ids: Vec<u32>,
-    /// Index of the `<|im_end|>` closing the last user turn.
-    pub user_end: usize,
-    /// First token of the assistant's own text (evaluation's split index), if a response
-    /// follows the last user turn.
-    pub response_start: Option<usize>,
+    ids: Vec<u32>,
+    user_end: usize,
+    response_start: Option<usize>,
 }
 
 /// Everything fixed per checkpoint.
@@ -244,6 +240,37 @@ impl StreamGuard {
 }
 
 impl Exchange {
+    /// Token ids of the whole conversation (Qwen3 template, thinking off).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Index of the `<|im_end|>` closing the last user turn.
+    pub fn user_end(&self) -> usize {
+        self.user_end
+    }
+
+    /// First token of the assistant's own text (evaluation's split index), if a response
+    /// follows the last user turn.
+    pub fn response_start(&self) -> Option<usize> {
+        self.response_start
+    }
+
+    /// Moves the response's start to `index` (an evaluation that splits the response
+    /// its own way); it must lie after the prompt and within the conversation.
+    pub fn set_response_start(&mut self, index: usize) -> Result<()> {
+        if index <= self.user_end || index > self.ids.len() {
+            return Err(Error::Conversation(format!(
+                "the response cannot start at token {index}: the prompt ends at {} and the \
+                 conversation at {}",
+                self.user_end,
+                self.ids.len()
+            )));
+        }
+        self.response_start = Some(index);
+        Ok(())
+    }
+
     /// The tokens after the prompt: the assistant header, its text, the closing markers.
     pub fn response_ids(&self) -> &[u32] {
         &self.ids[self.user_end + 1..]

@@ -9,6 +9,7 @@ use crate::policy::{Severity, SeverityProbs};
 pub type RiskProbs = SeverityProbs;
 
 /// The verdict of the response heads at one position.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenVerdict {
     /// Position in the whole rendered conversation.
@@ -31,6 +32,7 @@ pub struct TokenVerdict {
 }
 
 /// The query heads' verdict on the prompt, read at the `<|im_end|>` closing the user turn.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct PromptVerdict {
     /// Most probable risk level.
@@ -49,6 +51,7 @@ pub struct PromptVerdict {
 }
 
 /// The debounced verdict on the response so far (the official evaluation's rule).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ResponseVerdict {
     /// Unsafe if a pair of consecutive Unsafe tokens occurred, else Controversial if a

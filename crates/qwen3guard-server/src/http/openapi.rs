@@ -1,0 +1,190 @@
+//! `GET /openapi.json`: the API described from the types the server serializes.
+//!
+//! Answers are described by their own types (the engine's verdicts derive their schemas
+//! under its `openapi` feature). Request bodies are validated by hand
+//! ([`crate::validation`], for messages that name the field at fault), so they are
+//! described by the body types here, whose field names a test checks against the
+//! validator's lists. `docs/openapi.json` is this document, checked in; a test fails
+//! when they differ.
+
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::handlers;
+use super::openai::{Moderation, ModerationResult, Native};
+use super::ws;
+use crate::scheduler::{Appended, Opened, SessionView};
+
+/// One chat message.
+#[derive(Serialize, ToSchema)]
+pub struct MessageBody {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// `POST /v1/guard`.
+#[derive(Serialize, ToSchema)]
+pub struct GuardBody {
+    /// The conversation; its last message is judged (a response when it is the
+    /// assistant's).
+    pub messages: Vec<MessageBody>,
+    /// Overrides the server's `--mode` for `flagged`.
+    pub mode: Option<qwen3guard::Mode>,
+    /// Severity and scores from one pass; categories decoded only when not Safe.
+    pub verdict_only: Option<bool>,
+}
+
+/// `input`: one text or several.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ModerationInput {
+    /// One text.
+    One(String),
+    /// Several texts, each judged as a user prompt.
+    Many(Vec<String>),
+}
+
+/// `POST /v1/moderations` (other OpenAI fields are accepted and ignored).
+#[derive(Serialize, ToSchema)]
+pub struct ModerationBody {
+    /// The texts, each judged as a user prompt.
+    pub input: ModerationInput,
+    /// Echoed back; the loaded Gen model answers.
+    pub model: Option<String>,
+}
+
+/// `POST /v1/stream/sessions`.
+#[derive(Serialize, ToSchema)]
+pub struct OpenBody {
+    /// Ends with a user message, or with a user message and a partial assistant message
+    /// (appended at open).
+    pub messages: Vec<MessageBody>,
+    /// The response starts with reasoning (`<think>` open).
+    pub thinking: Option<bool>,
+}
+
+/// `POST /v1/stream/sessions/{id}/append`: `token_ids` or `text`, or only `final`.
+#[derive(Serialize, ToSchema)]
+pub struct AppendBody {
+    /// Qwen3 token ids generated since the last append.
+    pub token_ids: Option<Vec<u32>>,
+    /// Text generated since the last append (re-tokenized; unsettled tokens held back).
+    pub text: Option<String>,
+    /// Tokens or characters sent before this append; a repeat is acknowledged, a gap is
+    /// a 409.
+    pub offset: Option<usize>,
+    /// The response is complete: release held-back text.
+    #[serde(rename = "final")]
+    pub last: Option<bool>,
+}
+
+/// Every error's body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself, in OpenAI's shape.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A sentence naming what is wrong.
+    pub message: String,
+    /// The class (`invalid_request_error`, `authentication_error`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A stable machine-readable code (`invalid_request`, `session_not_found`, ...).
+    pub code: String,
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "qwen3guard server",
+        description = "Qwen3Guard moderation over HTTP: OpenAI-compatible /v1/moderations, \
+            /v1/guard, and stateful Stream sessions. See docs/SERVER.md."
+    ),
+    paths(
+        handlers::live,
+        handlers::health,
+        handlers::metrics,
+        handlers::moderations,
+        handlers::guard,
+        handlers::open_session,
+        handlers::append,
+        handlers::get_session,
+        handlers::delete_session,
+        ws::upgrade,
+        serve,
+    ),
+    components(schemas(
+        MessageBody,
+        GuardBody,
+        ModerationBody,
+        ModerationInput,
+        OpenBody,
+        AppendBody,
+        ErrorBody,
+        ErrorDetail,
+        Moderation,
+        ModerationResult,
+        Native,
+        Opened,
+        Appended,
+        SessionView,
+    ))
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text (what `/openapi.json` serves and `docs/openapi.json` holds).
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot write the OpenAPI document: {e}\"}}"))
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document")))]
+pub async fn serve() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::{APPEND_FIELDS, GUARD_FIELDS, OPEN_FIELDS};
+
+    fn properties(schema: &str) -> Vec<String> {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        let mut names: Vec<String> = doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{schema} has no properties"))
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn sorted(fields: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn body_schemas_name_the_fields_the_validator_accepts() {
+        assert_eq!(properties("GuardBody"), sorted(&GUARD_FIELDS));
+        assert_eq!(properties("OpenBody"), sorted(&OPEN_FIELDS));
+        assert_eq!(properties("AppendBody"), sorted(&APPEND_FIELDS));
+    }
+}
