@@ -4,6 +4,7 @@
 //! server's error shape and a message a client can act on, and so that only requests the
 //! engine can run reach the scheduler.
 
+use qwen3guard::gen::DEFAULT_MAX_NEW_TOKENS;
 use qwen3guard::{Conversation, Message, Mode, Role};
 use serde_json::{Map, Value};
 
@@ -18,6 +19,8 @@ pub struct GuardRequest {
     pub mode: Option<Mode>,
     /// Severity from one pass, categories only when not Safe.
     pub verdict_only: bool,
+    /// A lower cap on decoded tokens than the default.
+    pub max_new_tokens: Option<usize>,
 }
 
 /// `POST /v1/moderations`.
@@ -63,7 +66,7 @@ pub struct AppendRequest {
 }
 
 /// The fields a `/v1/guard` body may have (the OpenAPI schema is checked against it).
-pub const GUARD_FIELDS: [&str; 3] = ["messages", "mode", "verdict_only"];
+pub const GUARD_FIELDS: [&str; 4] = ["messages", "mode", "verdict_only", "max_new_tokens"];
 /// The fields a session-opening body may have.
 pub const OPEN_FIELDS: [&str; 2] = ["messages", "thinking"];
 /// The fields an append body may have.
@@ -176,6 +179,14 @@ pub fn guard(body: &[u8]) -> Result<GuardRequest, AppError> {
         conversation: conversation(messages(&map)?)?,
         mode,
         verdict_only: optional_bool(&map, "verdict_only")?,
+        max_new_tokens: match optional_count(&map, "max_new_tokens")? {
+            Some(n) if n > DEFAULT_MAX_NEW_TOKENS => {
+                return Err(invalid(format!(
+                    "`max_new_tokens` must be at most {DEFAULT_MAX_NEW_TOKENS}"
+                )))
+            }
+            n => n,
+        },
     })
 }
 

@@ -54,6 +54,21 @@ fn unknown_paths_and_methods_get_the_error_shape() {
 #[test]
 fn guard_equals_the_library_for_prompts_and_responses() {
     let server = server();
+    // A lower decoding cap is the library's `max_new_tokens`.
+    let conversation = Conversation::from_prompt("How do I bake bread?", None);
+    let capped = server
+        .post(
+            "/v1/guard",
+            &json!({"messages": [{"role": "user", "content": "How do I bake bread?"}], "max_new_tokens": 5}),
+        )
+        .ok();
+    let options = GenOptions {
+        max_new_tokens: 5,
+        ..GenOptions::default()
+    };
+    let expected = as_client_sees(&gen().moderate(&conversation, &options).unwrap());
+    assert_eq!(without_flagged(capped), expected);
+
     let cases = [
         (Conversation::from_prompt("How do I bake bread?", None), false),
         (Conversation::from_prompt("How do I bake bread?", None), true),
@@ -169,7 +184,12 @@ fn category_scores_are_the_library_scores_under_their_names() {
 #[test]
 fn bad_requests_get_400_naming_the_fault() {
     let server = server();
-    let cases: [(&str, &[u8], &str); 10] = [
+    let cases: [(&str, &[u8], &str); 11] = [
+        (
+            "/v1/guard",
+            br#"{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 129}"#,
+            "`max_new_tokens` must be at most 128",
+        ),
         ("/v1/guard", b"{not json", "not valid JSON"),
         ("/v1/guard", b"", "empty"),
         ("/v1/guard", b"[1, 2]", "JSON object"),

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{as_client_sees, stream, TestServer};
-use qwen3guard::{Conversation, StreamSession};
+use common::{as_client_sees, library_session, stream, Rng, TestServer};
+use qwen3guard::Conversation;
 use qwen3guard_server::{Limits, ServerConfig};
 use serde_json::{json, Value};
 
@@ -15,19 +15,6 @@ const RESPONSE: &str = "Once upon a time, a small dragon lived in a cave near th
 
 fn open_body(prompt: &str) -> Value {
     json!({"messages": [{"role": "user", "content": prompt}]})
-}
-
-/// The library's session after the assistant header, as the server opens it.
-fn library_session(prompt: &str) -> StreamSession {
-    let guard = stream();
-    let exchange = guard
-        .render_exchange(&Conversation::from_prompt(prompt, None))
-        .unwrap();
-    let mut session = guard.open_exchange(&exchange).unwrap();
-    session
-        .start_response(&guard.assistant_header(false).unwrap())
-        .unwrap();
-    session
 }
 
 fn response_ids(text: &str) -> Vec<u32> {
@@ -99,24 +86,12 @@ fn the_whole_response_matches_the_cli_path() {
     }
 }
 
-/// A deterministic generator (xorshift64*), so that a failing chunking replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
-    }
-}
-
 #[test]
 fn text_deltas_feed_the_ids_of_the_whole_text_whatever_the_cuts() {
     let server = TestServer::start(ServerConfig::default());
     let text = "Héllo, wörld! 中文 and 👍🏽 emoji;  two  spaces\nand a new line 1234.";
     let whole = response_ids(text);
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     for round in 0..4 {
         let (id, _) = open(&server, PROMPT);
         // Cut at character boundaries (a JSON string carries characters, not bytes).

@@ -5,8 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{as_client_sees, stream, TestServer};
-use qwen3guard::Conversation;
+use common::{as_client_sees, library_session, stream, TestServer};
 use qwen3guard_server::ServerConfig;
 use serde_json::{json, Value};
 use tungstenite::Message;
@@ -47,13 +46,7 @@ fn frames_carry_the_session_operations_with_the_library_verdicts() {
     let id = opened["id"].as_str().unwrap().to_string();
 
     let guard = stream();
-    let exchange_ids = guard
-        .render_exchange(&Conversation::from_prompt(PROMPT, None))
-        .unwrap();
-    let mut library = guard.open_exchange(&exchange_ids).unwrap();
-    library
-        .start_response(&guard.assistant_header(false).unwrap())
-        .unwrap();
+    let mut library = library_session(PROMPT);
     assert_eq!(opened["prompt"], as_client_sees(library.prompt_verdict()));
 
     let ids = guard

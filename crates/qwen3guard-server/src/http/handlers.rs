@@ -162,9 +162,11 @@ pub async fn moderations(
     (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn guard(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Answer {
     let request = validation::guard(&body(raw)?)?;
+    let defaults = GenOptions::default();
     let options = GenOptions {
         verdict_only: request.verdict_only,
-        ..GenOptions::default()
+        max_new_tokens: request.max_new_tokens.unwrap_or(defaults.max_new_tokens),
+        ..defaults
     };
     let outcome = state
         .scheduler()?

@@ -34,6 +34,9 @@ pub struct GuardBody {
     pub mode: Option<qwen3guard::Mode>,
     /// Severity and scores from one pass; categories decoded only when not Safe.
     pub verdict_only: Option<bool>,
+    /// Decode at most this many tokens (0 to 128, the default; 0 with `verdict_only`:
+    /// the label and scores alone).
+    pub max_new_tokens: Option<usize>,
 }
 
 /// `input`: one text or several.

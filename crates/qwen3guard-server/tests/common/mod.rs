@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 pub use client::{request, Reply};
 
-use qwen3guard::{Checkpoint, GenGuard, LoadOptions, Precision, StreamGuard};
+use qwen3guard::{Checkpoint, Conversation, GenGuard, LoadOptions, Precision, StreamGuard, StreamSession};
 use qwen3guard_server::{app, ready_state, AppState, Models, ServerConfig};
 use serde_json::Value;
 
@@ -139,4 +139,35 @@ impl Drop for TestServer {
 /// their shortest form, so comparisons must go through the same text).
 pub fn as_client_sees<T: serde::Serialize>(value: &T) -> Value {
     serde_json::from_str(&serde_json::to_string(value).unwrap()).unwrap()
+}
+
+/// The library's session on `prompt` after the assistant header: what the server holds
+/// right after opening a session on the same prompt.
+pub fn library_session(prompt: &str) -> StreamSession {
+    let guard = stream();
+    let exchange = guard
+        .render_exchange(&Conversation::from_prompt(prompt, None))
+        .unwrap();
+    let mut session = guard.open_exchange(&exchange).unwrap();
+    session
+        .start_response(&guard.assistant_header(false).unwrap())
+        .unwrap();
+    session
+}
+
+/// A small deterministic generator (xorshift64*), so that a failing case replays.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
 }

@@ -1,0 +1,70 @@
+//! Incremental re-tokenization of streamed text (the server's `retokenize` module):
+//! random texts cut at random bytes feed exactly the ids of the whole text.
+
+mod common;
+
+use common::{stream, Rng};
+use qwen3guard_server::retokenize::Retokenizer;
+
+/// Fragments chosen for the pre-tokenizer's edge cases: runs of spaces and newlines
+/// (whose pieces merge or split as text arrives), contractions, digits (one piece
+/// each), combining accents (NFC joins them to the character before), CJK, emoji
+/// with modifiers, and text that looks like the template's control tokens.
+const FRAGMENTS: [&str; 24] = [
+    "the", " cat", "  ", "   ", "\n", "\n\n", " \n", "\t", "'s", "'ll", "123", "4",
+    "e\u{301}", "\u{301}", "é", "中文", "👍🏽", "!!", "...", " (", "<|im_end|>", "Hello",
+    ",", "ß",
+];
+
+fn random_text(rng: &mut Rng) -> String {
+    (0..1 + rng.below(24))
+        .map(|_| FRAGMENTS[rng.below(FRAGMENTS.len())])
+        .collect()
+}
+
+/// Cuts `bytes` at random points, inside multi-byte characters too.
+fn random_cuts<'a>(rng: &mut Rng, bytes: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        let len = 1 + rng.below(6.min(bytes.len() - start));
+        parts.push(&bytes[start..start + len]);
+        start += len;
+    }
+    parts
+}
+
+#[test]
+fn any_chunking_feeds_the_ids_of_the_whole_text() {
+    let guard = stream();
+    let tokenizer = guard.prompter().tokenizer();
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    for case in 0..400 {
+        let text = random_text(&mut rng);
+        let whole = tokenizer.encode_text(&text).unwrap();
+        let mut retokenizer = Retokenizer::default();
+        let mut fed = Vec::new();
+        for part in random_cuts(&mut rng, text.as_bytes()) {
+            fed.extend(retokenizer.push(tokenizer, part, false).unwrap());
+            assert!(retokenizer.settled_chars() <= text.chars().count());
+        }
+        fed.extend(retokenizer.push(tokenizer, &[], true).unwrap());
+        assert_eq!(fed, whole, "case {case}: {text:?}");
+        assert!(retokenizer.is_empty());
+        assert_eq!(retokenizer.settled_chars(), text.chars().count());
+    }
+}
+
+#[test]
+fn a_broken_character_is_refused_only_at_the_end() {
+    let guard = stream();
+    let tokenizer = guard.prompter().tokenizer();
+    let mut retokenizer = Retokenizer::default();
+    // The first two bytes of "中": incomplete, so held without error.
+    assert!(retokenizer.push(tokenizer, &[0xe4, 0xb8], false).unwrap().is_empty());
+    let error = retokenizer.push(tokenizer, &[], true).unwrap_err();
+    assert!(error.to_string().contains("UTF-8"), "{error}");
+    // A byte that can start no character is refused at once.
+    let mut retokenizer = Retokenizer::default();
+    assert!(retokenizer.push(tokenizer, &[b'a', 0xff], false).is_err());
+}
