@@ -23,7 +23,7 @@ failed=0
 for target in "${targets[@]}"; do
     scratch=$(mktemp -d)
     mkdir -p "artifacts/$target" "corpus/$target"
-    log="$scratch/log"
+    log=$(mktemp)
     if cargo +nightly fuzz run -O "$target" "$scratch" "corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=4096 -artifact_prefix="artifacts/$target/" \
         >"$log" 2>&1; then
@@ -35,6 +35,6 @@ for target in "${targets[@]}"; do
     fi
     stats=$(grep -E '^#[0-9]+' "$log" | tail -1 | awk '{print $1, $2, $NF}')
     echo "fuzz $target: $result after ${seconds}s (${stats:-no stats})"
-    rm -rf "$scratch"
+    rm -rf "$scratch" "$log"
 done
 exit "$failed"

@@ -334,3 +334,22 @@ fn opening_a_stream_on_a_response_is_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::Conversation(_)), "{err}");
 }
+
+/// Regression (fuzz target `render`, crash-fdba9746): an assistant message with no user
+/// message was accepted, and the Gen template rendered an empty conversation, so the
+/// message would have been judged without being read. It is refused now, whatever
+/// precedes it.
+#[test]
+fn a_conversation_without_a_user_message_is_refused() {
+    for messages in [
+        vec![Message::new(Role::Assistant, "Here is how to do it.")],
+        vec![
+            Message::new(Role::System, "You are helpful."),
+            Message::new(Role::Assistant, "Here is how to do it."),
+        ],
+    ] {
+        let err = Conversation::new(messages).unwrap_err();
+        assert!(matches!(err, Error::Conversation(_)), "{err}");
+        assert!(err.to_string().contains("no user message"), "{err}");
+    }
+}

@@ -59,8 +59,8 @@ pub enum Task {
     Response,
 }
 
-/// A validated conversation: non-empty, a system message only first, and ending with a
-/// user or assistant message.
+/// A validated conversation: non-empty, a system message only first, at least one user
+/// message, and ending with a user or assistant message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
     messages: Vec<Message>,
@@ -84,6 +84,16 @@ impl Conversation {
                 "message {} has role system; a system message is only allowed first",
                 i + 1
             )));
+        }
+        // The Gen template renders the last user turn and what answers it; without a user
+        // message it renders an empty conversation, and an assistant message alone would
+        // be judged unseen (found by the `render` fuzz target).
+        if !messages.iter().any(|m| m.role == Role::User) {
+            return Err(Error::Conversation(
+                "the conversation has no user message; Qwen3Guard judges a user prompt, or an \
+                 assistant's response together with the prompt it answers"
+                    .into(),
+            ));
         }
         Ok(Conversation { messages })
     }
