@@ -9,6 +9,9 @@ fuzz_target!(|data: &[u8]| {
     let parsed = parse_gen_output(&text);
     for (i, category) in parsed.categories.iter().enumerate() {
         assert!(CATEGORIES.contains(&category.as_str()), "{category:?}");
-        assert!(!parsed.categories[..i].contains(category), "{category:?} twice");
+        assert!(
+            !parsed.categories[..i].contains(category),
+            "{category:?} twice"
+        );
     }
 });

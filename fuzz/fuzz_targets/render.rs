@@ -17,7 +17,10 @@ const FIRST_ADDED_ID: u32 = 151_643;
 fn prompter() -> &'static Prompter {
     static PROMPTER: OnceLock<Prompter> = OnceLock::new();
     PROMPTER.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/qwen3guard/tests/fixtures/gen-tied");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/qwen3guard/tests/fixtures/gen-tied"
+        );
         Checkpoint::open(dir.as_ref()).unwrap().prompter().unwrap()
     })
 }
@@ -44,29 +47,39 @@ fn controls(ids: &[u32]) -> usize {
 
 fuzz_target!(|data: &[u8]| {
     let messages = messages(data);
-    let plain: Vec<Message> = messages
-        .iter()
-        .map(|m| Message::new(m.role, "x"))
-        .collect();
-    let (Ok(conversation), Ok(reference)) = (Conversation::new(messages.clone()), Conversation::new(plain)) else {
+    let plain: Vec<Message> = messages.iter().map(|m| Message::new(m.role, "x")).collect();
+    let (Ok(conversation), Ok(reference)) = (
+        Conversation::new(messages.clone()),
+        Conversation::new(plain),
+    ) else {
         return;
     };
     let prompter = prompter();
     for options in [
         RenderOptions::default(),
-        RenderOptions { add_generation_prompt: false, enable_thinking: Some(false) },
+        RenderOptions {
+            add_generation_prompt: false,
+            enable_thinking: Some(false),
+        },
     ] {
         let rendered = prompter.render(&conversation, options).unwrap();
         let expected = prompter.render(&reference, options).unwrap();
         assert_eq!(controls(&rendered.token_ids), controls(&expected.token_ids));
-        let decoded = prompter.tokenizer().decode(&rendered.token_ids, false).unwrap();
+        let decoded = prompter
+            .tokenizer()
+            .decode(&rendered.token_ids, false)
+            .unwrap();
         let decoded = prompter.tokenizer().unescape(&decoded);
         // The Gen template shows the judged exchange only (the last message, and the
         // last user message before an assistant's), so those must come back.
         let last_user = messages.iter().rev().find(|m| m.role == Role::User);
         for m in messages.last().into_iter().chain(last_user) {
             if m.content.is_ascii() && !m.content.trim().is_empty() {
-                assert!(decoded.contains(m.content.trim()), "{:?} not in {decoded:?}", m.content);
+                assert!(
+                    decoded.contains(m.content.trim()),
+                    "{:?} not in {decoded:?}",
+                    m.content
+                );
             }
         }
     }

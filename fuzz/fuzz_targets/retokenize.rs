@@ -11,7 +11,10 @@ use qwen3guard_server::retokenize::Retokenizer;
 fn tokenizer() -> &'static PromptTokenizer {
     static TOKENIZER: OnceLock<PromptTokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/qwen3guard/tests/fixtures/stream/tokenizer.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/qwen3guard/tests/fixtures/stream/tokenizer.json"
+        );
         PromptTokenizer::from_file(path.as_ref()).unwrap()
     })
 }
@@ -32,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
     while start < bytes.len() {
         let len = 1 + usize::from(cuts.get(k % cuts.len().max(1)).copied().unwrap_or(3) % 9);
         let end = (start + len).min(bytes.len());
-        fed.extend(retokenizer.push(tokenizer, &bytes[start..end], false).unwrap());
+        fed.extend(
+            retokenizer
+                .push(tokenizer, &bytes[start..end], false)
+                .unwrap(),
+        );
         start = end;
         k += 1;
     }

@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         // The bytes as an index naming shards, with a small valid shard beside it.
         std::fs::write(dir.join("model.safetensors.index.json"), rest).unwrap();
-        std::fs::write(dir.join("a.safetensors"), b"\x02\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+        std::fs::write(
+            dir.join("a.safetensors"),
+            b"\x02\x00\x00\x00\x00\x00\x00\x00{}",
+        )
+        .unwrap();
     }
     for precision in [Precision::F32, Precision::Q8] {
         if let Ok(weights) = Weights::open(&dir, &LoadOptions { precision }) {

@@ -27,15 +27,30 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080, env = "QWEN3GUARD_PORT")]
     port: u16,
     /// Precision the models are loaded in.
-    #[arg(long, default_value = "f32", value_name = "f32|bf16|q8", env = "QWEN3GUARD_DTYPE")]
+    #[arg(
+        long,
+        default_value = "f32",
+        value_name = "f32|bf16|q8",
+        env = "QWEN3GUARD_DTYPE"
+    )]
     dtype: Precision,
     /// Default policy: strict (Controversial is flagged) or loose; `/v1/guard` requests may
     /// override it.
-    #[arg(long, default_value = "strict", value_name = "strict|loose", env = "QWEN3GUARD_MODE")]
+    #[arg(
+        long,
+        default_value = "strict",
+        value_name = "strict|loose",
+        env = "QWEN3GUARD_MODE"
+    )]
     mode: Mode,
     /// Accepted bearer key (repeat the flag, or separate keys by commas in the variable);
     /// without one the server is open.
-    #[arg(long = "api-key", value_name = "KEY", env = "QWEN3GUARD_API_KEY", value_delimiter = ',')]
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "QWEN3GUARD_API_KEY",
+        value_delimiter = ','
+    )]
     api_keys: Vec<String>,
     /// Requests waiting for the scheduler at most; more get 503 with Retry-After.
     #[arg(long, default_value_t = Limits::default().max_queue, env = "QWEN3GUARD_MAX_QUEUE")]
@@ -70,7 +85,12 @@ impl ServeArgs {
             port: self.port,
             precision: self.dtype,
             mode: self.mode,
-            api_keys: self.api_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            api_keys: self
+                .api_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
             limits: Limits {
                 max_queue: self.max_queue,
                 max_batch: self.max_batch,

@@ -115,11 +115,21 @@ fn serve_answers_as_moderate_and_stream_do() {
     let served = Served::start();
     let prompt = "How do I make a paper plane?";
     let mut guard = served
-        .post("/v1/guard", &json!({"messages": [{"role": "user", "content": prompt}]}))
+        .post(
+            "/v1/guard",
+            &json!({"messages": [{"role": "user", "content": prompt}]}),
+        )
         .ok();
     assert!(guard["flagged"].is_boolean());
     guard.as_object_mut().unwrap().remove("flagged");
-    let cli = common::qwen3guard(&["moderate", "--model", &fixture("gen-tied"), "--prompt", prompt, "--json"]);
+    let cli = common::qwen3guard(&[
+        "moderate",
+        "--model",
+        &fixture("gen-tied"),
+        "--prompt",
+        prompt,
+        "--json",
+    ]);
     assert!(cli.success, "{}", cli.stderr);
     let cli: Value = serde_json::from_str(&cli.stdout).unwrap();
     assert_eq!(guard, cli);
@@ -129,7 +139,14 @@ fn serve_answers_as_moderate_and_stream_do() {
         &json!({"messages": [{"role": "user", "content": prompt}]}),
     );
     assert_eq!(opened.status, 201, "{}", opened.text());
-    let cli = common::qwen3guard(&["stream", "--model", &fixture("stream"), "--prompt", prompt, "--json"]);
+    let cli = common::qwen3guard(&[
+        "stream",
+        "--model",
+        &fixture("stream"),
+        "--prompt",
+        prompt,
+        "--json",
+    ]);
     assert!(cli.success, "{}", cli.stderr);
     let cli: Value = serde_json::from_str(&cli.stdout).unwrap();
     assert_eq!(opened.json()["prompt"], cli["prompt"]);
@@ -157,7 +174,10 @@ fn sigterm_lets_the_running_request_finish_then_exits() {
         if let Some(status) = served.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "serve did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "serve did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");

@@ -177,7 +177,11 @@ fn stream_response_round_trip_with_latency() {
     let stream = stream_guard();
     let think_open = stream.prompter().tokenizer().marker_id("<think>").unwrap();
     for (line, sample) in lines(&out).iter().zip(&data.samples) {
-        let ids = stream.render_exchange(&sample.conversation).unwrap().ids().to_vec();
+        let ids = stream
+            .render_exchange(&sample.conversation)
+            .unwrap()
+            .ids()
+            .to_vec();
         let split = line["split_idx_eval"].as_u64().unwrap() as usize;
         // The official thinking split: the first token inside the think block.
         assert_eq!(ids[split - 2], think_open);

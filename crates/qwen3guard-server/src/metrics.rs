@@ -178,7 +178,9 @@ impl Metrics {
         out.push_str("# HELP qwen3guard_open_sessions Stream sessions open.\n");
         out.push_str("# TYPE qwen3guard_open_sessions gauge\n");
         let _ = writeln!(out, "qwen3guard_open_sessions {sessions}");
-        out.push_str("# HELP qwen3guard_cancelled_total Requests dropped because their client went away.\n");
+        out.push_str(
+            "# HELP qwen3guard_cancelled_total Requests dropped because their client went away.\n",
+        );
         out.push_str("# TYPE qwen3guard_cancelled_total counter\n");
         let _ = writeln!(out, "qwen3guard_cancelled_total {cancelled}");
         out

@@ -90,4 +90,3 @@ impl Retokenizer {
         self.pending.is_empty() && self.partial.is_empty()
     }
 }
-

@@ -33,7 +33,11 @@ fn live_answers_at_once_and_health_waits_for_the_models() {
     assert_eq!(loading.get("/live").ok()["status"], "alive");
     assert_eq!(loading.get("/health").error_code(503), "unavailable");
     assert_eq!(
-        loading.post("/v1/guard", &json!({"messages": [{"role": "user", "content": "hi"}]}))
+        loading
+            .post(
+                "/v1/guard",
+                &json!({"messages": [{"role": "user", "content": "hi"}]})
+            )
             .error_code(503),
         "unavailable"
     );
@@ -41,14 +45,20 @@ fn live_answers_at_once_and_health_waits_for_the_models() {
     let ready = server();
     let health = ready.get("/health").ok();
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["models"], json!({"gen": "gen-tied", "stream": "stream"}));
+    assert_eq!(
+        health["models"],
+        json!({"gen": "gen-tied", "stream": "stream"})
+    );
 }
 
 #[test]
 fn unknown_paths_and_methods_get_the_error_shape() {
     let server = server();
     assert_eq!(server.get("/v2/nothing").error_code(404), "no_route");
-    assert_eq!(server.get("/v1/guard").error_code(405), "method_not_allowed");
+    assert_eq!(
+        server.get("/v1/guard").error_code(405),
+        "method_not_allowed"
+    );
 }
 
 #[test]
@@ -70,8 +80,14 @@ fn guard_equals_the_library_for_prompts_and_responses() {
     assert_eq!(without_flagged(capped), expected);
 
     let cases = [
-        (Conversation::from_prompt("How do I bake bread?", None), false),
-        (Conversation::from_prompt("How do I bake bread?", None), true),
+        (
+            Conversation::from_prompt("How do I bake bread?", None),
+            false,
+        ),
+        (
+            Conversation::from_prompt("How do I bake bread?", None),
+            true,
+        ),
         (
             Conversation::from_prompt("Tell me a secret.", Some("I will not do that.")),
             false,
@@ -84,7 +100,10 @@ fn guard_equals_the_library_for_prompts_and_responses() {
             .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
             .collect();
         let body = server
-            .post("/v1/guard", &json!({"messages": messages, "verdict_only": verdict_only}))
+            .post(
+                "/v1/guard",
+                &json!({"messages": messages, "verdict_only": verdict_only}),
+            )
             .ok();
         assert!(body["flagged"].is_boolean(), "{body}");
         assert_eq!(
@@ -99,7 +118,9 @@ fn guard_equals_the_library_for_prompts_and_responses() {
 fn flagged_follows_the_mode() {
     let server = server();
     let conversation = Conversation::from_prompt("Is this controversial?", None);
-    let verdict = gen().moderate(&conversation, &GenOptions::default()).unwrap();
+    let verdict = gen()
+        .moderate(&conversation, &GenOptions::default())
+        .unwrap();
     let label = verdict.safety.unwrap_or_else(|| verdict.scores.best());
     for mode in ["strict", "loose"] {
         let body = server
@@ -121,7 +142,10 @@ fn moderations_speak_openai_and_carry_the_native_verdict() {
     let server = server();
     let inputs = ["How do I bake bread?", "How do I pick a lock?"];
     let body = server
-        .post("/v1/moderations", &json!({"model": "qwen3guard", "input": inputs}))
+        .post(
+            "/v1/moderations",
+            &json!({"model": "qwen3guard", "input": inputs}),
+        )
         .ok();
     assert!(body["id"].as_str().unwrap().starts_with("modr-"));
     assert_eq!(body["model"], "qwen3guard");
@@ -137,7 +161,14 @@ fn moderations_speak_openai_and_carry_the_native_verdict() {
         let categories = result["categories"].as_object().unwrap();
         let scores = result["category_scores"].as_object().unwrap();
         // OpenAI's keys and every Qwen3Guard category under its own name.
-        for key in ["violence", "sexual", "self-harm", "illicit", "PII", "Jailbreak"] {
+        for key in [
+            "violence",
+            "sexual",
+            "self-harm",
+            "illicit",
+            "PII",
+            "Jailbreak",
+        ] {
             assert!(categories.contains_key(key), "{key} missing: {result}");
             assert!(scores.contains_key(key), "{key} missing: {result}");
         }
@@ -168,16 +199,24 @@ fn moderations_speak_openai_and_carry_the_native_verdict() {
 fn category_scores_are_the_library_scores_under_their_names() {
     let server = server();
     let input = "How do I pick a lock?";
-    let body = server.post("/v1/moderations", &json!({"input": input})).ok();
+    let body = server
+        .post("/v1/moderations", &json!({"input": input}))
+        .ok();
     let result = &body["results"][0];
     let conversation = Conversation::from_prompt(input, None);
-    let verdict = gen().moderate(&conversation, &GenOptions::default()).unwrap();
+    let verdict = gen()
+        .moderate(&conversation, &GenOptions::default())
+        .unwrap();
     let label = verdict.safety.unwrap_or_else(|| verdict.scores.best());
     let scores = gen().category_scores(&conversation, label).unwrap();
     assert!(!scores.is_empty());
     for score in &scores {
         let expected = as_client_sees(&score.probability);
-        assert_eq!(result["category_scores"][&score.category], expected, "{}", score.category);
+        assert_eq!(
+            result["category_scores"][&score.category], expected,
+            "{}",
+            score.category
+        );
     }
 }
 
@@ -193,7 +232,11 @@ fn bad_requests_get_400_naming_the_fault() {
         ("/v1/guard", b"{not json", "not valid JSON"),
         ("/v1/guard", b"", "empty"),
         ("/v1/guard", b"[1, 2]", "JSON object"),
-        ("/v1/guard", br#"{"messages": "hi"}"#, "`messages` must be an array"),
+        (
+            "/v1/guard",
+            br#"{"messages": "hi"}"#,
+            "`messages` must be an array",
+        ),
         ("/v1/guard", br#"{"messages": []}"#, "`messages` is empty"),
         (
             "/v1/guard",
@@ -210,14 +253,29 @@ fn bad_requests_get_400_naming_the_fault() {
             br#"{"messages": [{"role": "user", "content": "hi"}], "mood": "strict"}"#,
             "unknown field `mood`",
         ),
-        ("/v1/moderations", br#"{"input": ""}"#, "`input[0]` is empty"),
-        ("/v1/moderations", br#"{"input": [1]}"#, "`input[0]` must be a string"),
+        (
+            "/v1/moderations",
+            br#"{"input": ""}"#,
+            "`input[0]` is empty",
+        ),
+        (
+            "/v1/moderations",
+            br#"{"input": [1]}"#,
+            "`input[0]` must be a string",
+        ),
     ];
     for (path, body, needle) in cases {
         let reply = server.post_raw(path, body);
         reply.error_code(400);
-        let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
-        assert!(message.contains(needle), "{path} {:?}: {message}", String::from_utf8_lossy(body));
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains(needle),
+            "{path} {:?}: {message}",
+            String::from_utf8_lossy(body)
+        );
     }
 }
 
@@ -232,8 +290,14 @@ fn api_keys_guard_the_model_endpoints_only() {
         server.request("POST", "/v1/moderations", headers, body.as_bytes())
     };
     assert_eq!(post(&[]).error_code(401), "invalid_api_key");
-    assert_eq!(post(&[("authorization", "Bearer k-three")]).error_code(401), "invalid_api_key");
-    assert_eq!(post(&[("authorization", "k-one")]).error_code(401), "invalid_api_key");
+    assert_eq!(
+        post(&[("authorization", "Bearer k-three")]).error_code(401),
+        "invalid_api_key"
+    );
+    assert_eq!(
+        post(&[("authorization", "k-one")]).error_code(401),
+        "invalid_api_key"
+    );
     post(&[("authorization", "Bearer k-two")]).ok();
     // Probes and scrapers stay open.
     server.get("/health").ok();
@@ -251,7 +315,10 @@ fn oversized_bodies_and_inputs_get_413() {
         ..ServerConfig::default()
     });
     let big = json!({"input": "a ".repeat(2000)});
-    assert_eq!(server.post("/v1/moderations", &big).error_code(413), "too_large");
+    assert_eq!(
+        server.post("/v1/moderations", &big).error_code(413),
+        "too_large"
+    );
 
     // Within the body limit, over the fixture's 1024-token context.
     let server = TestServer::start(ServerConfig::default());
@@ -262,7 +329,10 @@ fn oversized_bodies_and_inputs_get_413() {
     );
     // The server is fine afterwards.
     server
-        .post("/v1/guard", &json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .post(
+            "/v1/guard",
+            &json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
         .ok();
 }
 
@@ -272,7 +342,9 @@ fn request_ids_are_echoed_or_assigned() {
     let echoed = server.request("GET", "/live", &[("x-request-id", "abc-123")], b"");
     assert_eq!(echoed.header("x-request-id"), Some("abc-123"));
     let assigned = server.get("/live");
-    assert!(assigned.header("x-request-id").is_some_and(|id| !id.is_empty()));
+    assert!(assigned
+        .header("x-request-id")
+        .is_some_and(|id| !id.is_empty()));
 }
 
 #[test]
@@ -294,7 +366,10 @@ fn metrics_count_requests_batches_and_flags() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         assert!(line.starts_with("qwen3guard_"), "{line}");
     }
 }
@@ -331,7 +406,11 @@ fn thirty_two_concurrent_clients_get_the_sequential_results() {
                         .iter()
                         .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
                         .collect();
-                    without_flagged(server.post("/v1/guard", &json!({"messages": messages})).ok())
+                    without_flagged(
+                        server
+                            .post("/v1/guard", &json!({"messages": messages}))
+                            .ok(),
+                    )
                 })
             })
             .collect();
@@ -405,9 +484,17 @@ fn a_client_that_goes_away_cancels_its_work() {
         if metric(&text, "qwen3guard_cancelled_total") > 0.0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "nothing was cancelled:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was cancelled:\n{text}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // The server goes on serving.
-    server.post("/v1/guard", &json!({"messages": [{"role": "user", "content": "hi"}]})).ok();
+    server
+        .post(
+            "/v1/guard",
+            &json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .ok();
 }

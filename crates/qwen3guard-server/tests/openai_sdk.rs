@@ -51,7 +51,12 @@ fn the_openai_sdk_reads_what_the_server_sends() {
         ..ServerConfig::default()
     });
     let output = Command::new(python)
-        .args(["-c", SCRIPT, &format!("http://{}/v1", server.addr), "sk-test"])
+        .args([
+            "-c",
+            SCRIPT,
+            &format!("http://{}/v1", server.addr),
+            "sk-test",
+        ])
         .output()
         .expect("the SDK's Python runs");
     assert!(
@@ -78,5 +83,8 @@ fn the_openai_sdk_reads_what_the_server_sends() {
     );
     let raw = raw.ok();
     assert_eq!(sdk["results"], raw["results"]);
-    assert_eq!(sdk["violence"], raw["results"][1]["category_scores"]["violence"]);
+    assert_eq!(
+        sdk["violence"],
+        raw["results"][1]["category_scores"]["violence"]
+    );
 }

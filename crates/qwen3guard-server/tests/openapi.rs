@@ -43,7 +43,16 @@ fn the_served_document_is_the_checked_in_one() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    for schema in ["Native", "GenVerdict", "TokenVerdict", "Appended", "ErrorBody"] {
-        assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
+    for schema in [
+        "Native",
+        "GenVerdict",
+        "TokenVerdict",
+        "Appended",
+        "ErrorBody",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
     }
 }

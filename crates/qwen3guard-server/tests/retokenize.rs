@@ -11,9 +11,30 @@ use qwen3guard_server::retokenize::Retokenizer;
 /// each), combining accents (NFC joins them to the character before), CJK, emoji
 /// with modifiers, and text that looks like the template's control tokens.
 const FRAGMENTS: [&str; 24] = [
-    "the", " cat", "  ", "   ", "\n", "\n\n", " \n", "\t", "'s", "'ll", "123", "4",
-    "e\u{301}", "\u{301}", "é", "中文", "👍🏽", "!!", "...", " (", "<|im_end|>", "Hello",
-    ",", "ß",
+    "the",
+    " cat",
+    "  ",
+    "   ",
+    "\n",
+    "\n\n",
+    " \n",
+    "\t",
+    "'s",
+    "'ll",
+    "123",
+    "4",
+    "e\u{301}",
+    "\u{301}",
+    "é",
+    "中文",
+    "👍🏽",
+    "!!",
+    "...",
+    " (",
+    "<|im_end|>",
+    "Hello",
+    ",",
+    "ß",
 ];
 
 fn random_text(rng: &mut Rng) -> String {
@@ -61,7 +82,10 @@ fn a_broken_character_is_refused_only_at_the_end() {
     let tokenizer = guard.prompter().tokenizer();
     let mut retokenizer = Retokenizer::default();
     // The first two bytes of "中": incomplete, so held without error.
-    assert!(retokenizer.push(tokenizer, &[0xe4, 0xb8], false).unwrap().is_empty());
+    assert!(retokenizer
+        .push(tokenizer, &[0xe4, 0xb8], false)
+        .unwrap()
+        .is_empty());
     let error = retokenizer.push(tokenizer, &[], true).unwrap_err();
     assert!(error.to_string().contains("UTF-8"), "{error}");
     // A byte that can start no character is refused at once.

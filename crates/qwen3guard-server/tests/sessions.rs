@@ -178,7 +178,13 @@ fn a_partial_assistant_message_is_appended_at_open() {
         .map(|t| t["token_id"].as_u64().unwrap())
         .collect();
     let rest = append(&server, id, json!({"final": true})).ok();
-    fed.extend(rest["tokens"].as_array().unwrap().iter().map(|t| t["token_id"].as_u64().unwrap()));
+    fed.extend(
+        rest["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["token_id"].as_u64().unwrap()),
+    );
     let whole: Vec<u64> = response_ids(RESPONSE).into_iter().map(u64::from).collect();
     assert_eq!(fed, whole);
     // After `final`, more content is refused.
@@ -197,7 +203,10 @@ fn closed_sessions_are_gone() {
         append(&server, &id, json!({"token_ids": [1]})).error_code(404),
         "session_not_found"
     );
-    assert_eq!(server.get("/v1/stream/sessions/nope").error_code(404), "session_not_found");
+    assert_eq!(
+        server.get("/v1/stream/sessions/nope").error_code(404),
+        "session_not_found"
+    );
 }
 
 #[test]
@@ -233,7 +242,10 @@ fn caps_on_sessions_and_tokens_answer_429_and_413() {
     let third = server.post("/v1/stream/sessions", &open_body(PROMPT));
     assert_eq!(third.error_code(429), "too_many_sessions");
     // Closing one makes room.
-    assert_eq!(server.delete(&format!("/v1/stream/sessions/{a}")).status, 204);
+    assert_eq!(
+        server.delete(&format!("/v1/stream/sessions/{a}")).status,
+        204
+    );
     let (c, opened) = open(&server, PROMPT);
     assert!(opened["prompt"].is_object());
 
@@ -255,8 +267,16 @@ fn caps_on_sessions_and_tokens_answer_429_and_413() {
 fn bad_session_requests_get_400() {
     let server = TestServer::start(ServerConfig::default());
     let cases: [(&str, Value, &str); 4] = [
-        ("/v1/stream/sessions", json!({"messages": [{"role": "assistant", "content": "x"}]}), "must end with a user message"),
-        ("/v1/stream/sessions", json!({"messages": [{"role": "user", "content": "x"}], "thinking": 1}), "`thinking`"),
+        (
+            "/v1/stream/sessions",
+            json!({"messages": [{"role": "assistant", "content": "x"}]}),
+            "must end with a user message",
+        ),
+        (
+            "/v1/stream/sessions",
+            json!({"messages": [{"role": "user", "content": "x"}], "thinking": 1}),
+            "`thinking`",
+        ),
         ("append", json!({"token_ids": [-1]}), "token_ids[0]"),
         ("append", json!({"token_ids": [1], "text": "x"}), "not both"),
     ];
@@ -268,7 +288,10 @@ fn bad_session_requests_get_400() {
             server.post(path, &body)
         };
         reply.error_code(400);
-        let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(message.contains(needle), "{message}");
     }
     // An id outside the vocabulary is the engine's typed refusal, not a crash.
@@ -281,7 +304,9 @@ fn bad_session_requests_get_400() {
 #[test]
 fn concurrent_sessions_are_batched_and_equal_their_solo_runs() {
     let server = TestServer::start(ServerConfig::default());
-    let prompts: Vec<String> = (0..8).map(|i| format!("Story {i}: tell me about cats.")).collect();
+    let prompts: Vec<String> = (0..8)
+        .map(|i| format!("Story {i}: tell me about cats."))
+        .collect();
     let ids = response_ids(RESPONSE);
     let results: Vec<Vec<Value>> = std::thread::scope(|scope| {
         let handles: Vec<_> = prompts
@@ -292,7 +317,9 @@ fn concurrent_sessions_are_batched_and_equal_their_solo_runs() {
                 scope.spawn(move || {
                     let (id, _) = open(server, prompt);
                     ids.iter()
-                        .map(|&t| append(server, &id, json!({"token_ids": [t]})).ok()["tokens"][0].clone())
+                        .map(|&t| {
+                            append(server, &id, json!({"token_ids": [t]})).ok()["tokens"][0].clone()
+                        })
                         .collect()
                 })
             })

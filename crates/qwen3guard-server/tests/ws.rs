@@ -56,7 +56,10 @@ fn frames_carry_the_session_operations_with_the_library_verdicts() {
         .unwrap();
     for (n, &token) in ids.iter().enumerate() {
         // `id` defaults to the session opened on this socket.
-        let reply = exchange(&mut socket, json!({"op": "append", "seq": n + 2, "token_ids": [token]}));
+        let reply = exchange(
+            &mut socket,
+            json!({"op": "append", "seq": n + 2, "token_ids": [token]}),
+        );
         assert_eq!(reply["op"], "append");
         assert_eq!(reply["seq"], n + 2);
         let expected = library.append(&[token]).unwrap().to_vec();
@@ -71,7 +74,10 @@ fn frames_carry_the_session_operations_with_the_library_verdicts() {
 
     let closed = exchange(&mut socket, json!({"op": "close"}));
     assert_eq!(closed["closed"], true);
-    let gone = exchange(&mut socket, json!({"op": "append", "id": id, "token_ids": [13]}));
+    let gone = exchange(
+        &mut socket,
+        json!({"op": "append", "id": id, "token_ids": [13]}),
+    );
     assert_eq!(gone["status"], 404);
     assert_eq!(gone["error"]["code"], "session_not_found");
 }
@@ -91,7 +97,10 @@ fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
     let cases = [
         (json!({"seq": 5}), "`op`"),
         (json!({"op": "fly"}), "unknown `op`"),
-        (json!({"op": "append", "token_ids": [1]}), "no session is open"),
+        (
+            json!({"op": "append", "token_ids": [1]}),
+            "no session is open",
+        ),
         (json!({"op": "open", "messages": []}), "`messages` is empty"),
     ];
     for (frame, needle) in cases {

@@ -171,12 +171,14 @@ fn stream_split_indices_match_the_reference() {
             .unwrap();
         assert_eq!(exchange.ids(), case.token_ids, "{}: ids", case.name);
         assert_eq!(
-            exchange.user_end(), case.user_end_index,
+            exchange.user_end(),
+            case.user_end_index,
             "{}: user end",
             case.name
         );
         assert_eq!(
-            exchange.response_start(), case.response_start_index,
+            exchange.response_start(),
+            case.response_start_index,
             "{}: response start",
             case.name
         );

@@ -149,7 +149,10 @@ pub async fn moderations(
                     .metrics
                     .flagged(outcome.verdict.categories.iter().map(String::as_str));
             }
-            ModerationResult::new(native, outcome.category_scores.as_deref().unwrap_or_default())
+            ModerationResult::new(
+                native,
+                outcome.category_scores.as_deref().unwrap_or_default(),
+            )
         })
         .collect();
     let id = format!("modr-{}", state.counter.fetch_add(1, Ordering::Relaxed));

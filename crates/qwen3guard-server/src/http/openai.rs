@@ -85,7 +85,9 @@ impl<'a> ModerationResult<'a> {
         let mut categories = BTreeMap::new();
         let mut category_scores = BTreeMap::new();
         let mut category_applied_input_types = BTreeMap::new();
-        let openai = OPENAI_CATEGORIES.iter().map(|(key, source)| (*key, *source));
+        let openai = OPENAI_CATEGORIES
+            .iter()
+            .map(|(key, source)| (*key, *source));
         let own = scores.iter().map(|s| (s.category, Some(s.category)));
         for (key, source) in openai.chain(own) {
             categories.insert(key, source.is_some_and(is_named));

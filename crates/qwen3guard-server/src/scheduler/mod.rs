@@ -200,7 +200,9 @@ impl Worker {
                 }
             }));
             if round.is_err() {
-                eprintln!("qwen3guard serve: a scheduler round panicked; its requests were dropped");
+                eprintln!(
+                    "qwen3guard serve: a scheduler round panicked; its requests were dropped"
+                );
                 lane = gen
                     .as_ref()
                     .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));

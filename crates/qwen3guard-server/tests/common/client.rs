@@ -46,9 +46,15 @@ impl Reply {
         assert_eq!(self.status, status, "body: {}", self.text());
         let body = self.json();
         let error = &body["error"];
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
         assert!(error["type"].is_string(), "{body}");
-        error["code"].as_str().expect("error.code is a string").to_string()
+        error["code"]
+            .as_str()
+            .expect("error.code is a string")
+            .to_string()
     }
 
     /// Asserts success and returns the JSON body.
@@ -72,7 +78,9 @@ pub fn request(
     body: &[u8],
 ) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("the test server accepts connections");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -108,7 +116,11 @@ fn parse_response(raw: &[u8]) -> Reply {
     let chunked = headers
         .iter()
         .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { unchunk(rest) } else { rest.to_vec() };
+    let body = if chunked {
+        unchunk(rest)
+    } else {
+        rest.to_vec()
+    };
     Reply {
         status,
         headers,
@@ -119,7 +131,10 @@ fn parse_response(raw: &[u8]) -> Reply {
 fn unchunk(mut rest: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size");
         let size_text = std::str::from_utf8(&rest[..line_end]).unwrap();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
         rest = &rest[line_end + 2..];
@@ -130,4 +145,3 @@ fn unchunk(mut rest: &[u8]) -> Vec<u8> {
         rest = &rest[size + 2..];
     }
 }
-

@@ -12,7 +12,9 @@ use std::sync::OnceLock;
 
 pub use client::{request, Reply};
 
-use qwen3guard::{Checkpoint, Conversation, GenGuard, LoadOptions, Precision, StreamGuard, StreamSession};
+use qwen3guard::{
+    Checkpoint, Conversation, GenGuard, LoadOptions, Precision, StreamGuard, StreamSession,
+};
 use qwen3guard_server::{app, ready_state, AppState, Models, ServerConfig};
 use serde_json::Value;
 
@@ -31,9 +33,8 @@ pub fn models() -> Models {
             let options = LoadOptions {
                 precision: Precision::F32,
             };
-            let open = |name: &str| {
-                Checkpoint::resolve(fixture(name).to_str().unwrap(), false).unwrap()
-            };
+            let open =
+                |name: &str| Checkpoint::resolve(fixture(name).to_str().unwrap(), false).unwrap();
             Models {
                 gen: Some((
                     "gen-tied".into(),
@@ -103,7 +104,13 @@ impl TestServer {
     }
 
     /// One request; `headers` are added to Host, Content-Length and Connection.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         request(self.addr, method, path, headers, body)
     }
 

@@ -16,8 +16,8 @@ mod mlp;
 mod rotary;
 
 pub use attention::Attention;
-pub use backbone::{Backbone, BatchItem};
 pub(crate) use backbone::FORWARD_CHUNK;
+pub use backbone::{Backbone, BatchItem};
 pub use cache::{KvCache, KvPrecision};
 pub(crate) use cache::{Rows, KEY_GROUP, PAGE};
 pub use embedding::Embedding;
