@@ -498,3 +498,23 @@ fn a_client_that_goes_away_cancels_its_work() {
         )
         .ok();
 }
+
+#[test]
+fn requests_arriving_while_draining_get_503() {
+    let server = server();
+    server
+        .state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let reply = server.post(
+        "/v1/guard",
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(reply.error_code(503), "unavailable");
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("shutting down"));
+    assert_eq!(server.get("/health").error_code(503), "unavailable");
+    server.get("/live").ok();
+}

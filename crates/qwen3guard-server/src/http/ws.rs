@@ -103,23 +103,20 @@ async fn frame(state: &AppState, opened: &mut Vec<String>, bytes: &[u8]) -> Stri
             return failure("error", seq.as_ref(), e);
         }
     };
-    match run(state, opened, &op, map).await {
-        Ok(text) => text(&op, seq.as_ref()),
+    match run(state, opened, &op, seq.as_ref(), map).await {
+        Ok(text) => text,
         Err(e) => failure(&op, seq.as_ref(), e),
     }
 }
 
-type Written = Box<dyn FnOnce(&str, Option<&Value>) -> String + Send>;
-
-fn written<T: Serialize + Send + 'static>(body: T) -> Written {
-    Box::new(move |op, seq| {
-        serde_json::to_string(&Reply { op, seq, body }).unwrap_or_else(|e| {
-            failure(
-                op,
-                seq,
-                AppError::Engine(qwen3guard::Error::Internal(e.to_string())),
-            )
-        })
+/// The reply frame for `body`.
+fn reply<T: Serialize>(op: &str, seq: Option<&Value>, body: T) -> String {
+    serde_json::to_string(&Reply { op, seq, body }).unwrap_or_else(|e| {
+        failure(
+            op,
+            seq,
+            AppError::Engine(qwen3guard::Error::Internal(e.to_string())),
+        )
     })
 }
 
@@ -149,10 +146,11 @@ impl Op {
 async fn run(
     state: &AppState,
     opened: &mut Vec<String>,
-    op: &str,
+    name: &str,
+    seq: Option<&Value>,
     mut map: Map<String, Value>,
-) -> Result<Written, AppError> {
-    let op = Op::parse(op)?;
+) -> Result<String, AppError> {
+    let op = Op::parse(name)?;
     let scheduler = state.scheduler()?;
     // `append`, `get` and `close` name a session, by default the last one opened here.
     let mut target = || match map.remove("id") {
@@ -169,7 +167,7 @@ async fn run(
                 .call(|reply| Command::Open(request, reply))
                 .await?;
             opened.push(session.id.clone());
-            Ok(written(session))
+            Ok(reply(name, seq, session))
         }
         Op::Append => {
             let id = target()?;
@@ -177,12 +175,12 @@ async fn run(
             let appended = scheduler
                 .call(|reply| Command::Append(id, request, reply))
                 .await?;
-            Ok(written(appended))
+            Ok(reply(name, seq, appended))
         }
         Op::Get => {
             let id = target()?;
             let view = scheduler.call(|reply| Command::Get(id, reply)).await?;
-            Ok(written(view))
+            Ok(reply(name, seq, view))
         }
         Op::Close => {
             let id = target()?;
@@ -190,7 +188,7 @@ async fn run(
                 .call(|reply| Command::Delete(id.clone(), reply))
                 .await?;
             opened.retain(|o| *o != id);
-            Ok(written(Closed { id, closed: true }))
+            Ok(reply(name, seq, Closed { id, closed: true }))
         }
     }
 }
