@@ -123,6 +123,9 @@ mod tests {
             (67, 9, 40),
             (13, 200, 64),
             (300, 70, 40),
+            // Row runs of 4 and 2 after full tiles of 6; depths off the unrolled step of 4.
+            (10, 50, 37),
+            (8, 64, 22),
         ] {
             let (x, w) = sample_operands(m, n, k);
             let matrix = F32Matrix::from_f32(&w, n, k);

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::avx2::{half_tiles, store_rows};
+use crate::kernels::avx2::{slice_tiles, store_rows};
 use crate::kernels::panels::GROUP;
 
 /// [`crate::kernels::bf16`]'s block product.
@@ -25,7 +25,7 @@ pub(crate) unsafe fn block(
         .iter()
         .map(|&b| f32::from_bits((b as u32) << 16))
         .collect();
-    half_tiles!(tile, 2, &wide[..], depth, group, n, out, ld);
+    slice_tiles!(tile, 4, [1 2], &wide[..], depth, group, n, out, ld);
 }
 
 /// `R` activation rows (widened) against the group's outputs `first..first + 8 V`.

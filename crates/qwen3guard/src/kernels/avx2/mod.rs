@@ -2,11 +2,12 @@
 //! Intel client parts, older Xeons).
 //!
 //! The weights keep the [`Panels`](crate::kernels::Panels) layout the AVX-512 kernels
-//! read; a register holds 8 outputs instead of 16, so a tile covers half a group (32
-//! outputs) for several activation rows, or the whole group for one row (decoding, where
-//! the weights' bandwidth is the limit and 8 accumulators keep both FMA units busy). The
-//! 16 registers bound a tile: 3 rows x 4 accumulators for f32, 2 x 4 for bf16 and 8 bits,
-//! which also need registers to widen or sign the weights. Every function requires AVX2
+//! read; a register holds 8 outputs instead of 16, so a tile covers a slice of the group for
+//! several activation rows, or the whole group for one row (decoding, where the weights'
+//! bandwidth is the limit and 8 accumulators keep both FMA units busy). The 16 registers
+//! bound a tile: 6 rows x 2 accumulators for f32 (12 accumulators, 2 weight vectors and a
+//! broadcast, as in the classic 6 x 16 Haswell GEMM tile), 2 x 4 for bf16 and 8 bits, which
+//! also need registers to widen or sign the weights. Every function requires AVX2
 //! and FMA; callers check [`crate::kernels::isa`] first.
 
 pub(crate) mod bf16;
@@ -49,9 +50,14 @@ pub(crate) unsafe fn store_rows<const R: usize, const V: usize>(
 
 /// Runs `$tile::<R, V>(x, depth, group, first, n, out, ld)` over the activation rows of
 /// `$x` (rows `$depth` long) against the first `$n` rows of one weight group: one row
-/// against the whole group (`V` = 8), or up to `$mr` rows (2 or 3) against each half.
-macro_rules! half_tiles {
-    ($tile:ident, $mr:literal, $x:expr, $depth:expr, $group:expr, $n:expr, $out:expr, $ld:expr) => {{
+/// against the whole group (`V` = 8), or, for several rows, slice by slice of `8 V`
+/// outputs, each slice against every run of up to the largest of `$rows` activation rows.
+/// The slice is the outer loop so that its weights (`8 V x depth` values, 192 KiB for an
+/// f32 slice of 16 at the MLP's depth of 3,072) stay in the core's L2 cache while every row
+/// tile reads them; with the rows outside, the whole group went through L2 once per row
+/// tile and, at that depth, no longer fitted.
+macro_rules! slice_tiles {
+    ($tile:ident, $v:literal, [$($r:literal)+], $x:expr, $depth:expr, $group:expr, $n:expr, $out:expr, $ld:expr) => {{
         let (x, depth, group, n, out, ld) = ($x, $depth, $group, $n, $out, $ld);
         let m = x.len() / depth;
         assert!(
@@ -59,29 +65,26 @@ macro_rules! half_tiles {
                 && n <= crate::kernels::panels::GROUP
         );
         assert!(m == 0 || out.len() >= (m - 1) * ld + n);
+        let most = *[$($r),+].iter().max().unwrap_or(&1);
         if m == 1 {
             $tile::<1, 8>(x, depth, group, 0, n, out, ld);
         } else {
-            let mut r = 0;
-            while r < m {
-                let rows = (m - r).min($mr);
-                let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
-                for first in [0, 32] {
-                    if first >= n {
-                        break;
-                    }
+            for first in (0..n).step_by(8 * $v) {
+                let mut r = 0;
+                while r < m {
+                    let rows = (m - r).min(most);
+                    let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
                     match rows {
-                        1 => $tile::<1, 4>(x, depth, group, first, n, out, ld),
-                        2 => $tile::<2, 4>(x, depth, group, first, n, out, ld),
-                        _ => $tile::<$mr, 4>(x, depth, group, first, n, out, ld),
+                        $($r => $tile::<$r, $v>(x, depth, group, first, n, out, ld),)+
+                        _ => unreachable!("a row run is at most {most}"),
                     }
+                    r += rows;
                 }
-                r += rows;
             }
         }
     }};
 }
-pub(crate) use half_tiles;
+pub(crate) use slice_tiles;
 
 /// The sum of the 8 lanes.
 #[inline]

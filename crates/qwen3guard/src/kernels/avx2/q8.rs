@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::avx2::{half_tiles, max_lanes, store_rows};
+use crate::kernels::avx2::{max_lanes, slice_tiles, store_rows};
 use crate::kernels::panels::GROUP;
 use crate::kernels::q8::{GroupView, QuantizedView, BLOCK};
 
@@ -133,7 +133,7 @@ pub(crate) unsafe fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut
     assert!(w.scales.len() == GROUP && depth.is_multiple_of(BLOCK));
     assert!(x.scales.len() == m * x.blocks && x.blocks * BLOCK == depth);
     let view = Operands { x, w };
-    half_tiles!(tile, 2, &x.data[..], depth, &view, n, out, ld);
+    slice_tiles!(tile, 4, [1 2], &x.data[..], depth, &view, n, out, ld);
 }
 
 /// The two operands of a block product, passed to the tiles as one value.
