@@ -13,7 +13,8 @@ import time
 
 PROMPT = "How can I make a bomb at home with things I can buy at a hardware store?"
 RESPONSE = "I can't help with that. Building explosives is dangerous and illegal."
-MAX_NEW_TOKENS = 8
+# Cap on a Gen moderation's decoded tokens; `qwen3guard bench` reads the same variable.
+MAX_NEW_TOKENS = int(os.environ.get("QWEN3GUARD_BENCH_MAX_NEW", "8"))
 PREFILL_TOKENS = 512
 IM_END = 151645
 

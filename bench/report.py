@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Turns bench/results/<date>/*.json into docs/BENCHMARKS.md and docs/bench-*.svg.
+"""Turns bench/results/<run>/*.json into one page per run (docs/benchmarks/<run>.md and its
+charts) and docs/BENCHMARKS.md, the index: per processor kind (AVX-512, AVX2, ...), the
+headline figures and targets of its newest run, and links to every run's full page.
 
-    python3 bench/report.py bench/results/<date> [--docs docs]
+    python3 bench/report.py bench/results/*/ [--docs docs]
 
-Inputs (written by bench/run.sh): machine.json, qwen3guard.json, reference.json,
-llamacpp.json, weights.json (parameter counts; computed from the checkpoints' safetensors
-headers when missing). Only numbers present in those files are reported; a missing part is
+Inputs per run (written by bench/run.sh): machine.json, qwen3guard.json, reference.json,
+llamacpp.json, blas.json (numpy's OpenBLAS on the backbone's products), weights.json
+(parameter counts; computed from the checkpoints' safetensors headers when missing). A
+folder without qwen3guard.json (a serving run, hand-made notes) is skipped. Only numbers present in those files are reported; a missing part is
 shown as "n/a". Standard library only.
 """
 import argparse
@@ -109,16 +112,20 @@ def hbar_svg(title, rows, unit, log=False, note=""):
 
 
 # ------------------------------------------------------------------------------ report
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("--docs", default="docs")
-    ap.add_argument("--gen", default="/work/models/gen-0.6B")
-    ap.add_argument("--stream", default="/work/models/stream-0.6B")
-    args = ap.parse_args()
-    res = Path(args.results)
-    docs = Path(args.docs)
+def kind_of(machine):
+    """The processor kind a run belongs to, from the SIMD flags it recorded."""
+    simd = set(machine.get("simd", []))
+    if "avx512f" in simd:
+        return "AVX-512"
+    if "avx2" in simd:
+        return "AVX2"
+    return machine.get("arch", "other")
+
+
+def page(res, pages, args):
+    """Writes the full page of one run into `pages`; returns what the index shows of it."""
     machine = load(res / "machine.json")
+    blas = load(res / "blas.json")
     ours = get(load(res / "qwen3guard.json"), "parts") or {}
     ref_all = load(res / "reference.json")
     ref = ref_all.get("parts", {})
@@ -145,9 +152,9 @@ def main():
             *[(f"PyTorch {dt}", lambda f, dt=dt: f("ref", dt)) for dt in REF_DTYPES],
             *[(f"llama.cpp {q}", lambda f, q=q: f("lc", q)) for q in LC_DTYPES]]
 
-    def row(name, ours_f, ref_f, lc_f):
+    def row(name, ours_f, ref_f, lc_f, columns=None):
         cells = []
-        for _, pick in cols:
+        for _, pick in columns or cols:
             def f(tool, p):
                 fn = {"ours": ours_f, "ref": ref_f, "lc": lc_f}[tool]
                 return fn(p) if fn else None
@@ -193,6 +200,22 @@ def main():
             None),
     ]
 
+    # ---- the index's headline: our formats beside llama.cpp's
+    lc_cols = [c for c in cols if not c[0].startswith("PyTorch")]
+    headline = [
+        row("Gen prefill, 512 tokens (tokens/s)", lambda d: o("gen", d, "prefill_tokens_per_s"), None,
+            lambda q: l(q, "prefill_tokens_per_s"), lc_cols),
+        *[row(f"Stream: one appended token after {n} (ms; llama.cpp: Gen decode step)",
+              lambda d, n=n: o("stream", d, "stream", "token_ms", n), None,
+              lambda q, n=n: l(q, "gen", "decode_token_ms", n), lc_cols) for n in ("128", "512", "2048")],
+        row("Gen verdict only (ms)", lambda d: o("gen", d, "gen", "verdict_only_ms"), None,
+            lambda q: l(q, "gen", "verdict_ms"), lc_cols),
+        row("Gen full prompt moderation, preamble cached (ms)", lambda d: o("gen", d, "gen", "prompt_warm_ms"),
+            None, lc_best, lc_cols),
+        row("Gen peak RSS (MiB)", lambda d: o("gen", d, "peak_rss_mb"), None, lambda q: l(q, "peak_rss_mb"),
+            lc_cols),
+    ]
+
     # ---- targets of the performance issue
     targets = []
 
@@ -214,8 +237,9 @@ def main():
         if rd:
             target(f"Stream: token after 2048 (ours) vs 0.05 x reference {rd} re-feed after 1024 (ms)", dt, t2048,
                    mul(0.05, r("stream", rd, "stream", "refeed_token_ms", "1024")))
-        cold, warm = o("gen", dt, "gen", "prompt_cold_ms"), o("gen", dt, "gen", "prompt_warm_ms")
-        target("Gen: prompt_warm vs 0.35 x prompt_cold (ms)", dt, warm, mul(0.35, cold))
+        warm = o("gen", dt, "gen", "prompt_warm_ms")
+        # (`prompt_warm <= 0.35 x prompt_cold` is withdrawn: 113 of the prompt's 314 tokens
+        # depend on the request, so 0.36 is the floor.)
         if rd:
             target(f"Gen: full prompt moderation vs 0.25 x reference {rd} generate() (ms)", dt, warm,
                    mul(0.25, r("gen", rd, "gen", "prompt_generate_ms")))
@@ -230,6 +254,11 @@ def main():
             wmb = None if p is None else p * BYTES[dt] / 2**20
             target(f"{m.capitalize()}: peak RSS vs 1.3 x weights in {dt} (MiB)", dt, o(m, dt, "peak_rss_mb"),
                    mul(1.3, wmb))
+    # the absolute anchor: numpy's OpenBLAS running just the backbone's products, same threads
+    for m in ("gen", "stream"):
+        target(f"{m.capitalize()}: prefill of 512 tokens vs 0.75 x OpenBLAS on the backbone's products (tokens/s)",
+               "f32", o(m, "f32", "prefill_tokens_per_s"), mul(0.75, get(blas, "tokens", "512", "tokens_per_s")),
+               ">=")
     # say which targets were left out rather than list rows that can never be measured
     no_ref = [dt for dt in DTYPES if REF_OF[dt] is None]
     no_ref_note = (f"The two targets against the PyTorch reference (its re-feed loop and its `generate()`) are "
@@ -286,7 +315,7 @@ def main():
             peer(f"{m.capitalize()} peak RSS ({dt})", o(m, dt, "peak_rss_mb"), f"PyTorch {rd}", r(m, rd, "peak_rss_mb"))
 
     # ---- charts
-    docs.mkdir(parents=True, exist_ok=True)
+    pages.mkdir(parents=True, exist_ok=True)
     charts = {
         "bench-gen-prompt.svg": hbar_svg(
             "Gen: full prompt moderation (8 tokens)", [
@@ -317,7 +346,7 @@ def main():
             ], "tokens per second, higher is better"),
     }
     for name, svg in charts.items():
-        (docs / name).write_text(svg)
+        (pages / f"{res.name}-{name}").write_text(svg)
 
     # ---- load during the runs
     loads = []
@@ -353,9 +382,10 @@ def main():
     gw = weights.get("gen_params")
     md = f"""# Benchmarks: qwen3guard vs PyTorch + transformers vs llama.cpp
 
-Generated by `bench/report.py` from the JSON files in [`{res.as_posix()}`](../{res.as_posix()}/)
-(run of {date}). Every number below was measured on the machine described here; nothing is
-copied from elsewhere. Regenerate with `bench/run.sh` (see [Commands](#commands)).
+Generated by `bench/report.py` from the JSON files in [`{res.as_posix()}`](../../{res.as_posix()}/)
+(run of {date}, a {kind_of(machine)} processor). Every number below was measured on the machine
+described here; nothing is copied from elsewhere. Regenerate with `bench/run.sh` (see
+[Commands](#commands)); [the index](../BENCHMARKS.md) has every processor kind.
 
 The checkpoints are **random-weight** 0.6B checkpoints of the real shape (28 layers, hidden
 1024, 16 query / 8 KV heads, vocabulary 151,936; Gen {fmt(gw / 1e6 if gw else None, 0)} M parameters),
@@ -445,11 +475,11 @@ figures go to a peer.
 
 ## Charts
 
-![Gen full prompt moderation](bench-gen-prompt.svg)
+![Gen full prompt moderation]({res.name}-bench-gen-prompt.svg)
 
-![Stream per-token cost](bench-stream-token.svg)
+![Stream per-token cost]({res.name}-bench-stream-token.svg)
 
-![Prefill throughput](bench-prefill.svg)
+![Prefill throughput]({res.name}-bench-prefill.svg)
 
 ## Machine load during the runs
 
@@ -496,8 +526,76 @@ python3 bench/report.py {res.as_posix()}
     notes = res / "notes.md"
     if notes.exists():
         md += "\n" + notes.read_text()
+    (pages / f"{res.name}.md").write_text(md)
+    print(f"wrote {pages / (res.name + '.md')} and {len(charts)} charts")
+    return {"name": res.name, "kind": kind_of(machine), "machine": machine, "headline": headline,
+            "targets": targets, "n_met": n_met, "n_targets": n_targets, "blas": blas}
+
+
+def blas_line(blas):
+    """The index's sentence on the OpenBLAS anchor, when the run measured it."""
+    rate = get(blas, "tokens", "512", "tokens_per_s")
+    if rate is None:
+        return ""
+    return (f"OpenBLAS (numpy, same threads) runs the backbone's f32 products for 512 tokens at "
+            f"{fmt(rate)} tokens/s ({fmt(get(blas, 'tokens', '512', 'gflops'))} GFLOP/s); attention and "
+            f"the rest are not counted in it.\n")
+
+
+def index(runs, docs):
+    """docs/BENCHMARKS.md: per processor kind, the newest run's headline and targets."""
+    kinds = {}
+    for run in sorted(runs, key=lambda r: r["name"]):
+        kinds.setdefault(run["kind"], []).append(run)
+    sections = []
+    for kind, kind_runs in kinds.items():
+        new = kind_runs[-1]
+        m = new["machine"]
+        older = ", ".join(f"[{r['name']}](benchmarks/{r['name']}.md)" for r in kind_runs[:-1])
+        missed = [t for t in new["targets"] if t.endswith("**missed** |")]
+        sections.append(f"""## {kind}: {m.get('cpu', 'n/a')}, {m.get('cpus', '?')} cores (run of {new['name']})
+
+SIMD: {' '.join(m.get('simd', []))}. Size: 0.6B (random weights of the real shape); 4B and 8B
+have no run yet. Full page, with every figure, the peers' notes and the machine's load:
+[benchmarks/{new['name']}.md](benchmarks/{new['name']}.md){'; earlier runs on this kind: ' + older if older else ''}.
+
+{HEADLINE_HEAD}
+{chr(10).join(new['headline'])}
+
+{blas_line(new['blas'])}Targets: {new['n_met']} of {new['n_targets']} met.{' Missed:' if missed else ''}
+
+{chr(10).join(['| target | dtype | measured | limit | |', '|---|---|---:|---:|---|', *missed]) if missed else ''}
+""")
+    md = f"""# Benchmarks: qwen3guard vs llama.cpp (and PyTorch + transformers)
+
+One section per processor kind, from the newest run measured on such a processor; each run's
+full page (every figure, the targets, the commands, the machine's load) is under
+[`benchmarks/`](benchmarks/). Generated by `bench/report.py` from `bench/results/*/`; every
+number was measured on the machine its section names, 2 threads for every tool, medians of
+timed runs after a warm-up. Runs on one kind of processor are comparable with each other,
+not across kinds.
+
+{chr(10).join(sections)}"""
     (docs / "BENCHMARKS.md").write_text(md)
-    print(f"wrote {docs / 'BENCHMARKS.md'} and {len(charts)} charts")
+    print(f"wrote {docs / 'BENCHMARKS.md'} ({len(kinds)} processor kinds, {len(runs)} runs)")
+
+
+HEADLINE_HEAD = ("| figure (0.6B) | qwen3guard f32 | qwen3guard bf16 | qwen3guard q8 | llama.cpp f32 | "
+                 "llama.cpp bf16 | llama.cpp q8_0 |\n|---|---:|---:|---:|---:|---:|---:|")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--docs", default="docs")
+    ap.add_argument("--gen", default="/work/models/gen-0.6B")
+    ap.add_argument("--stream", default="/work/models/stream-0.6B")
+    args = ap.parse_args()
+    docs = Path(args.docs)
+    runs = [page(Path(r), docs / "benchmarks", args) for r in args.results
+            if (Path(r) / "qwen3guard.json").exists()]
+    if runs:
+        index(runs, docs)
 
 
 if __name__ == "__main__":

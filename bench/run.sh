@@ -4,7 +4,7 @@
 # regenerates docs/BENCHMARKS.md (+ SVG charts) from them.
 #
 #   bench/run.sh                      # everything
-#   PARTS="ours llamacpp" bench/run.sh  # a subset (ours, reference, llamacpp, report)
+#   PARTS="ours llamacpp" bench/run.sh  # a subset (ours, reference, llamacpp, blas, report)
 #
 # Environment: PY (python with torch, transformers, llama-cpp-python, gguf; default
 # /work/.refvenv/bin/python), GEN and STREAM (checkpoint dirs), GGUF_DIR (where the GGUF
@@ -24,7 +24,7 @@ RUNS=${RUNS:-5}
 REF_RUNS=${REF_RUNS:-3}
 MAX_LOAD=${MAX_LOAD:-0.7}
 MAX_WAIT=${MAX_WAIT:-1200}
-PARTS=${PARTS:-ours reference llamacpp report}
+PARTS=${PARTS:-ours reference llamacpp blas report}
 OUT=${OUT:-bench/results/$(date +%Y-%m-%d)}
 mkdir -p "$OUT"
 wait_args=(--max-load "$MAX_LOAD" --max-wait "$MAX_WAIT")
@@ -72,8 +72,15 @@ for part in $PARTS; do
       "$PY" bench/llamacpp_bench.py --gguf "${ggufs[@]}" --tokenizer "$GEN" \
         --threads "$THREADS" --runs "$RUNS" "${wait_args[@]}" > "$OUT/llamacpp.json"
       ;;
+    blas)
+      # numpy's OpenBLAS on the backbone's products: the f32 prefill anchor
+      "$PY" bench/blas_anchor.py --threads "$THREADS" --max-load "$MAX_LOAD" --max-wait "$MAX_WAIT" \
+        > "$OUT/blas.json"
+      ;;
     report)
-      python3 bench/report.py "$OUT"
+      # every results folder of a full run (one page each; BENCHMARKS.md names the newest per
+      # processor kind)
+      python3 bench/report.py bench/results/*/
       ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac

@@ -8,7 +8,7 @@ keep-alive HTTP/1.1 connections, standard library only. Prints one JSON object p
   serve_load.py gen    --url URL [--verdict-only] [--max-new-tokens 8] --concurrency 1,8,32 --requests N
   serve_load.py llama  --url URL --ids FILE.jsonl [--n-predict 8] --concurrency 1,8,32 --requests N
   serve_load.py stream --url URL --sessions 1,32 --tokens N
-  serve_load.py churn  --url URL --pid PID --requests N --sessions N   (resident memory)
+  serve_load.py churn  --url URL --pid PID --requests N --sessions N [--step N] [--rest S]  (resident memory)
   serve_load.py prompts --count N          (the prompts, one JSON string per line)
 
 `gen` and `llama` send the same prompts: `llama` reads their token ids (rendered by
@@ -196,15 +196,25 @@ def rss_mib(pid):
 
 
 def run_churn(args):
-    """Resident memory after warm-up, after many requests, after many sessions."""
+    """Resident memory after warm-up, along many requests, along many sessions, and after the
+    server has been idle for a few seconds (it hands freed memory back when idle): a leak
+    keeps climbing step after step, allocator slack levels off and goes at rest."""
     texts = prompts(64)
     body = lambda i: {"messages": [{"role": "user", "content": texts[i % 64]}],
                       "verdict_only": True, "max_new_tokens": 8}
     closed_loop(args.url, body, "/v1/guard", 8, 200)
+    time.sleep(args.rest)
     settled = rss_mib(args.pid)
-    gen = closed_loop(args.url, body, "/v1/guard", 32, args.requests)
-    after_requests = rss_mib(args.pid)
-    client, errors = Client(args.url), 0
+    curve, request_errors, done, started = [], 0, 0, time.perf_counter()
+    while done < args.requests:
+        step = min(args.step, args.requests - done)
+        request_errors += closed_loop(args.url, body, "/v1/guard", 32, step)["errors"]
+        done += step
+        curve.append({"requests": done, "rss_mib": rss_mib(args.pid)})
+    requests_per_s = args.requests / (time.perf_counter() - started)
+    time.sleep(args.rest)
+    requests_at_rest = rss_mib(args.pid)
+    client, errors, session_curve = Client(args.url), 0, []
     for n in range(args.sessions):
         status, payload = client.post("/v1/stream/sessions", {"messages": [
             {"role": "user", "content": texts[n % 64]}]})
@@ -215,13 +225,21 @@ def run_churn(args):
         status, _ = client.post(f"/v1/stream/sessions/{sid}/append", {"token_ids": [1234] * 16})
         errors += status != 200
         client.conn.request("DELETE", f"/v1/stream/sessions/{sid}")
-        errors += client.conn.getresponse().status != 204
-    after_sessions = rss_mib(args.pid)
+        response = client.conn.getresponse()
+        response.read()
+        errors += response.status != 204
+        if (n + 1) % max(1, args.step // 4) == 0 or n + 1 == args.sessions:
+            session_curve.append({"sessions": n + 1, "rss_mib": rss_mib(args.pid)})
+    time.sleep(args.rest)
     print(json.dumps({"server": "qwen3guard", "rss_settled_mib": settled,
-                      "rss_after_requests_mib": after_requests, "requests": args.requests,
-                      "request_errors": gen["errors"], "requests_per_s": gen["requests_per_s"],
-                      "rss_after_sessions_mib": after_sessions, "sessions": args.sessions,
-                      "session_errors": errors}), flush=True)
+                      "rss_after_requests_mib": curve[-1]["rss_mib"] if curve else settled,
+                      "rss_requests_at_rest_mib": requests_at_rest, "requests": args.requests,
+                      "request_errors": request_errors, "requests_per_s": round(requests_per_s, 2),
+                      "request_curve": curve,
+                      "rss_after_sessions_mib": session_curve[-1]["rss_mib"] if session_curve else None,
+                      "rss_sessions_at_rest_mib": rss_mib(args.pid), "sessions": args.sessions,
+                      "session_errors": errors, "session_curve": session_curve,
+                      "rest_s": args.rest}), flush=True)
 
 
 def main():
@@ -253,6 +271,8 @@ def main():
     c.add_argument("--pid", type=int, required=True)
     c.add_argument("--requests", type=int, default=10000)
     c.add_argument("--sessions", type=int, default=1000)
+    c.add_argument("--step", type=int, default=1000, help="requests between two readings (sessions: a quarter)")
+    c.add_argument("--rest", type=float, default=3.0, help="idle seconds before an at-rest reading")
     p = sub.add_parser("prompts")
     p.add_argument("--count", type=int, default=64)
     args = parser.parse_args()

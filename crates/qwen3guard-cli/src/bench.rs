@@ -2,8 +2,9 @@
 //!
 //! Gen: a full moderation of a short prompt without (`prompt_cold_ms`) and with
 //! (`prompt_warm_ms`) the preamble cache, the verdict-only forward, and a warm response
-//! moderation. Decoding is capped at 8 tokens: random weights never write `<|im_end|>`,
-//! and a real verdict is about that long. Stream: opening a session on a short prompt, the
+//! moderation. Decoding is capped at `--max-new-tokens` (8): random weights never write
+//! `<|im_end|>`, and a real verdict is about that long; a checkpoint made with
+//! `make-random --verdict` stops at its end token, 9 tokens in, given a cap above that. Stream: opening a session on a short prompt, the
 //! cost of one appended token after 128, 512 and 2048 tokens of context, and the per-token
 //! cost of chunks of 16 after 512. Numbers are wall-clock medians after a warm-up run.
 
@@ -29,6 +30,10 @@ pub struct BenchArgs {
     /// Timed runs per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Cap on the tokens a Gen moderation decodes (the peers' benchmark scripts read the
+    /// same variable).
+    #[arg(long, env = "QWEN3GUARD_BENCH_MAX_NEW", default_value_t = 8)]
+    max_new_tokens: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -43,7 +48,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match checkpoint.variant() {
         Variant::Gen => {
             let guard = GenGuard::load(&checkpoint, &options)?;
-            report.insert("gen".into(), bench_gen(&guard, args.runs)?);
+            report.insert(
+                "gen".into(),
+                bench_gen(&guard, args.runs, args.max_new_tokens)?,
+            );
             let prefill = prefill_rate(args.runs, |ids| {
                 guard.prompt_outputs(ids)?;
                 Ok(())
@@ -63,7 +71,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     report.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
     report.insert(
         "config".into(),
-        json!({"dtype": args.model.dtype.to_string(), "threads": qwen3guard::device::threads(), "runs": args.runs, "isa": qwen3guard::isa().name()}),
+        json!({"dtype": args.model.dtype.to_string(), "threads": qwen3guard::device::threads(), "runs": args.runs, "isa": qwen3guard::isa().name(), "max_new_tokens": args.max_new_tokens}),
     );
     let report = Value::Object(report);
     if args.json {
@@ -74,11 +82,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_gen(guard: &GenGuard, runs: usize) -> Result<Value> {
+fn bench_gen(guard: &GenGuard, runs: usize, max_new_tokens: usize) -> Result<Value> {
     let prompt = Conversation::from_prompt(PROMPT, None);
     let response = Conversation::from_prompt(PROMPT, Some(RESPONSE));
     let full = GenOptions {
-        max_new_tokens: 8,
+        max_new_tokens,
         ..GenOptions::default()
     };
     let cold = GenOptions {
@@ -91,7 +99,12 @@ fn bench_gen(guard: &GenGuard, runs: usize) -> Result<Value> {
         ..full
     };
     guard.warm_up();
+    // What a full moderation wrote: the cap's worth on random weights, the verdict and its
+    // end token on a constructed checkpoint.
+    let written = guard.moderate(&prompt, &full)?;
     Ok(json!({
+        "prompt_generated_tokens": written.generated_token_ids.len(),
+        "prompt_generated_text": written.generated_text,
         "prompt_cold_ms": median_ms(runs, || guard.moderate(&prompt, &cold).map(drop))?,
         "prompt_warm_ms": median_ms(runs, || guard.moderate(&prompt, &full).map(drop))?,
         "verdict_only_ms": median_ms(runs, || guard.moderate(&prompt, &verdict).map(drop))?,

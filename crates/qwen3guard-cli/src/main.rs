@@ -11,6 +11,7 @@ mod random;
 mod render;
 mod serve;
 mod stream;
+mod verdict;
 
 use std::process::ExitCode;
 

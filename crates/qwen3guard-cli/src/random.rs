@@ -11,7 +11,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use half::bf16;
 use qwen3guard::checkpoint::ModelConfig;
+use qwen3guard::prompt::PromptTokenizer;
 use serde_json::Value;
+
+use crate::verdict::{Plan, RANDOM_HALF_WIDTH};
 
 /// Arguments of `make-random`.
 #[derive(Debug, Args)]
@@ -35,6 +38,11 @@ pub struct RandomArgs {
     /// Seed of the weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Gen only: arrange the weights so that greedy decoding writes the verdict
+    /// `Safety: Unsafe` / `Categories: Violent` on every prompt (the rest stays random), so
+    /// that a full moderation can be measured (see verdict.rs).
+    #[arg(long)]
+    verdict: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -45,6 +53,9 @@ enum VariantArg {
 
 /// Runs `make-random`.
 pub fn run(args: &RandomArgs) -> Result<()> {
+    if args.verdict && matches!(args.variant, VariantArg::Stream) {
+        bail!("--verdict makes a Gen checkpoint; use --variant gen");
+    }
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qwen3guard/tests/fixtures");
     let like = args.like.clone().unwrap_or_else(|| match args.variant {
         VariantArg::Gen => fixtures.join("gen-tied"),
@@ -103,14 +114,26 @@ pub fn run(args: &RandomArgs) -> Result<()> {
         }
     }
     let parsed = ModelConfig::from_json(&config_text, &args.out.join("config.json"))?;
-    write_weights(&parsed, &args.out.join("model.safetensors"), args.seed)?;
+    // (A Stream `--verdict` was refused at the start.)
+    let plan = if args.verdict {
+        let tokenizer = PromptTokenizer::from_file(&args.out.join("tokenizer.json"))?;
+        Some(Plan::new(&parsed, &tokenizer)?)
+    } else {
+        None
+    };
+    write_weights(
+        &parsed,
+        &args.out.join("model.safetensors"),
+        args.seed,
+        plan.as_ref(),
+    )?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }
 
 /// Small random values (std about 0.02, as at initialisation) and unit norm weights, so
-/// activations stay finite through every layer.
-fn write_weights(config: &ModelConfig, path: &Path, seed: u64) -> Result<()> {
+/// activations stay finite through every layer; with a `plan`, the values it constructs.
+fn write_weights(config: &ModelConfig, path: &Path, seed: u64, plan: Option<&Plan>) -> Result<()> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         // xorshift64*: fast, and quality is irrelevant here.
@@ -125,14 +148,18 @@ fn write_weights(config: &ModelConfig, path: &Path, seed: u64) -> Result<()> {
         .map(|(name, shape)| {
             let count: usize = shape.iter().product();
             let norm = name.ends_with("norm.weight") || name.ends_with("layernorm.weight");
+            let (part, cols) = (Plan::part(&name), shape.last().copied().unwrap_or(1));
             let mut bytes = Vec::with_capacity(count * 2);
-            for _ in 0..count {
-                let value = if norm {
+            for index in 0..count {
+                let mut value = if norm {
                     1.0
                 } else {
-                    // Uniform in [-0.035, 0.035): std 0.02.
-                    ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07
+                    // Uniform in [-w, w): std 0.02.
+                    ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * RANDOM_HALF_WIDTH
                 };
+                if let Some(plan) = plan {
+                    value = plan.value(part, cols, index, value);
+                }
                 bytes.extend_from_slice(&bf16::from_f32(value).to_le_bytes());
             }
             (name, shape, bytes)

@@ -45,6 +45,7 @@ fn live_answers_at_once_and_health_waits_for_the_models() {
     let ready = server();
     let health = ready.get("/health").ok();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["isa"], qwen3guard::isa().name());
     assert_eq!(
         health["models"],
         json!({"gen": "gen-tied", "stream": "stream"})

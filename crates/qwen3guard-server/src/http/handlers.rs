@@ -37,7 +37,7 @@ pub async fn live() -> Json<Value> {
 }
 
 /// `GET /health`: 200 once the models are loaded and the scheduler answers a probe in
-/// time; 503 otherwise.
+/// time, naming the models and the kernels' instruction set; 503 otherwise.
 #[utoipa::path(get, path = "/health", tag = "probes", responses(
     (status = 200, description = "Models loaded and the scheduler answers"),
     (status = 503, description = "Loading, stuck or stopped", body = ErrorBody)))]
@@ -56,6 +56,8 @@ pub async fn health(State(state): State<AppState>) -> Answer {
     let models = scheduler.models();
     Ok(Json(json!({
         "status": "ok",
+        // The kernels' instruction set: a deployment on an unexpected processor shows here.
+        "isa": qwen3guard::isa().name(),
         "models": {
             "gen": models.gen.as_ref().map(|(name, _)| name),
             "stream": models.stream.as_ref().map(|(name, _)| name),

@@ -18,7 +18,7 @@ mod stream;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qwen3guard::{Conversation, GenGuard, GenOptions, Mode, StreamGuard};
 use tokio::sync::oneshot;
@@ -155,6 +155,46 @@ struct Worker {
     metrics: Arc<Metrics>,
 }
 
+/// When the worker hands freed memory back to the system.
+///
+/// Each request's activations, caches and replies are freed when it ends, but glibc keeps
+/// freed memory in its arenas (the CLI raises its trim threshold so that forward passes
+/// reuse buffers instead of faulting in fresh pages), so after a burst the resident size
+/// stays at the burst's peak, and under long load every arena drifts up to its own peak.
+/// The worker releases it when a second passes with no work after some work, and at most
+/// every [`Trim::BUSY_PERIOD`] while work never stops.
+struct Trim {
+    worked: bool,
+    idle: bool,
+    last: Instant,
+}
+
+impl Trim {
+    const BUSY_PERIOD: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Trim {
+            worked: false,
+            idle: false,
+            last: Instant::now(),
+        }
+    }
+
+    /// Records whether this turn of the loop had work.
+    fn note(&mut self, work: bool) {
+        self.worked |= work;
+        self.idle = !work;
+    }
+
+    fn maybe_release(&mut self) {
+        if self.worked && (self.idle || self.last.elapsed() >= Self::BUSY_PERIOD) {
+            qwen3guard::device::release_freed_memory();
+            self.worked = false;
+            self.last = Instant::now();
+        }
+    }
+}
+
 impl Worker {
     fn run(mut self, rx: Receiver<Command>) {
         // The lane borrows this clone of the Gen model, not the worker.
@@ -163,6 +203,7 @@ impl Worker {
             .as_ref()
             .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));
         let mut connected = true;
+        let mut trim = Trim::new();
         while connected || lane.as_ref().is_some_and(GenLane::busy) {
             let busy = lane.as_ref().is_some_and(GenLane::busy);
             let mut commands = Vec::new();
@@ -178,6 +219,7 @@ impl Worker {
                     Ok(command) => commands.push(command),
                     Err(disconnected) => connected = !disconnected,
                 }
+                trim.note(!commands.is_empty() || busy);
             }
             // Everything already waiting joins this round, up to a bound that keeps one
             // round's latency in check.
@@ -208,6 +250,7 @@ impl Worker {
                     .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));
             }
             self.housekeeping();
+            trim.maybe_release();
         }
     }
 

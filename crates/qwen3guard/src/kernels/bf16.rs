@@ -14,6 +14,8 @@ use std::ops::{Deref, Range};
 
 use half::bf16;
 
+#[cfg(target_arch = "aarch64")]
+use crate::kernels::neon;
 use crate::kernels::packed::tiled;
 use crate::kernels::panels::{Panels, GROUP};
 #[cfg(target_arch = "x86_64")]
@@ -102,12 +104,27 @@ fn block_on(
             return;
         }
         if level >= Isa::Avx2 {
-            unsafe { avx2::bf16::block(x, depth, group, n, out, ld) };
+            unsafe { avx2::bf16::block(&widen_all(x), depth, group, n, out, ld) };
             return;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if level >= Isa::Neon {
+        // SAFETY: as above; NEON is part of every aarch64 processor `detected` reports.
+        unsafe { neon::bf16::block(&widen_all(x), depth, group, n, out, ld) };
+        return;
+    }
     let _ = level;
     portable_block(x, depth, group, n, out, ld);
+}
+
+/// bf16 bits widened to f32, exactly: the kernels without a bf16 dot product widen the
+/// activations once per call and broadcast f32 values in their inner loops.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn widen_all(x: &[u16]) -> Vec<f32> {
+    x.iter()
+        .map(|&b| f32::from_bits((b as u32) << 16))
+        .collect()
 }
 
 /// The reference loop: for each row, the group's 64 outputs accumulate one pair of input

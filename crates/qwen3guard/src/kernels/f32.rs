@@ -1,4 +1,4 @@
-//! f32 weight matrices with an AVX-512 product kernel.
+//! f32 weight matrices and their product kernel.
 //!
 //! candle's general matrix product packs the right-hand matrix on every call, which
 //! dominates when only a few positions run (a 20-token prompt, a chunk of 16, one
@@ -9,6 +9,8 @@
 
 use std::ops::{Deref, Range};
 
+#[cfg(target_arch = "aarch64")]
+use crate::kernels::neon;
 use crate::kernels::packed::tiled;
 use crate::kernels::panels::{Panels, GROUP};
 #[cfg(target_arch = "x86_64")]
@@ -88,6 +90,12 @@ fn block_on(
             unsafe { avx2::f32::block(x, depth, group, n, out, ld) };
             return;
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level >= Isa::Neon {
+        // SAFETY: as above; NEON is part of every aarch64 processor `detected` reports.
+        unsafe { neon::f32::block(x, depth, group, n, out, ld) };
+        return;
     }
     let _ = level;
     portable_block(x, depth, group, n, out, ld);

@@ -1,14 +1,15 @@
 //! The instruction set the kernels use, chosen once per process.
 //!
 //! Detection runs on first use and the answer is kept, so a product asks a cached value
-//! instead of querying the processor. `QWEN3GUARD_ISA` (`portable`, `avx2`, `avx512`) caps
-//! the choice below what the processor has, for tests and comparisons; it never raises it
-//! (a kernel for an instruction set the processor lacks would fault).
+//! instead of querying the processor. `QWEN3GUARD_ISA` (`portable`, `avx2`, `avx512`,
+//! `neon`) caps the choice below what the processor has, for tests and comparisons; it
+//! never raises it (a kernel for an instruction set the processor lacks would fault).
 
 use std::fmt;
 use std::sync::OnceLock;
 
-/// Instruction-set levels, ordered: each includes what the kernels use of the ones below.
+/// Instruction-set levels, ordered: on one architecture, each includes what the kernels use
+/// of the ones below it ([`Isa::supported`] lists a processor's own ladder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Plain Rust loops: any processor, and the reference for the vector paths.
@@ -22,6 +23,10 @@ pub enum Isa {
     Avx512Vnni,
     /// AVX-512 with VNNI and BF16: bf16 products on `vdpbf16ps` as well.
     Avx512Bf16,
+    /// aarch64 Advanced SIMD (every ARMv8-A processor: Graviton, Ampere, Apple Silicon): f32
+    /// and bf16 products on 4 lanes; the 8-bit products, the attention over the cache and
+    /// the elementwise math run the portable loops, which the compiler vectorizes for NEON.
+    Neon,
 }
 
 impl Isa {
@@ -33,6 +38,7 @@ impl Isa {
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512-vnni",
             Isa::Avx512Bf16 => "avx512-bf16",
+            Isa::Neon => "neon",
         }
     }
 
@@ -52,19 +58,39 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Isa::Neon;
+        }
         Isa::Portable
     }
 
     /// Every level this processor can run, lowest first: the paths a kernel test compares.
     pub fn supported() -> Vec<Isa> {
-        let all = [
-            Isa::Portable,
-            Isa::Avx2,
-            Isa::Avx512,
-            Isa::Avx512Vnni,
-            Isa::Avx512Bf16,
-        ];
-        all.into_iter().filter(|&l| l <= Isa::detected()).collect()
+        let ladder: &[Isa] = if cfg!(target_arch = "aarch64") {
+            &[Isa::Portable, Isa::Neon]
+        } else {
+            &[
+                Isa::Portable,
+                Isa::Avx2,
+                Isa::Avx512,
+                Isa::Avx512Vnni,
+                Isa::Avx512Bf16,
+            ]
+        };
+        let top = Isa::detected();
+        ladder.iter().copied().filter(|&l| l <= top).collect()
+    }
+
+    /// The highest level this processor can run that is at most `cap` (a cap naming another
+    /// architecture's level leaves the portable loops on an ARM processor and no cap on an
+    /// x86 one, since the x86 levels are ordered below NEON).
+    fn capped(cap: Isa) -> Isa {
+        Isa::supported()
+            .into_iter()
+            .filter(|&l| l <= cap)
+            .max()
+            .unwrap_or(Isa::Portable)
     }
 
     /// The cap a `QWEN3GUARD_ISA` value sets; `None` for a value it does not name.
@@ -72,7 +98,8 @@ impl Isa {
         match value.trim().to_ascii_lowercase().as_str() {
             "portable" | "scalar" => Some(Isa::Portable),
             "avx2" => Some(Isa::Avx2),
-            "avx512" | "avx512-vnni" | "avx512-bf16" | "native" | "" => Some(Isa::Avx512Bf16),
+            "avx512" | "avx512-vnni" | "avx512-bf16" => Some(Isa::Avx512Bf16),
+            "neon" | "native" | "" => Some(Isa::Neon),
             _ => None,
         }
     }
@@ -93,7 +120,7 @@ pub fn isa() -> Isa {
         let detected = Isa::detected();
         match std::env::var("QWEN3GUARD_ISA") {
             Ok(value) => match Isa::cap(&value) {
-                Some(cap) => detected.min(cap),
+                Some(cap) => Isa::capped(cap),
                 None => {
                     eprintln!(
                         "warning: QWEN3GUARD_ISA={value:?} is not portable, avx2 or avx512; using {detected}"
@@ -115,6 +142,9 @@ mod tests {
         assert_eq!(Isa::cap("portable"), Some(Isa::Portable));
         assert_eq!(Isa::cap(" AVX2 "), Some(Isa::Avx2));
         assert_eq!(Isa::cap("avx512"), Some(Isa::Avx512Bf16));
+        assert_eq!(Isa::capped(Isa::Portable), Isa::Portable);
+        assert_eq!(Isa::capped(Isa::Neon), Isa::detected());
+        assert!(Isa::supported().contains(&Isa::capped(Isa::Avx2)));
         assert_eq!(Isa::cap("sse9"), None);
         assert!(isa() <= Isa::detected());
     }

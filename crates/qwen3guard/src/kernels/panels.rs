@@ -148,6 +148,47 @@ impl<T: Copy + Default + Send + Sync> Panels<T> {
     }
 }
 
+/// Runs a vector kernel's `$tile::<R, V>(x, depth, group, first, n, out, ld)` over the
+/// activation rows of `$x` (rows `$depth` long) against the first `$n` rows of one weight
+/// group, for registers of `$lanes` outputs: one row against the whole group (`V` =
+/// `$whole`, 64 / `$lanes`), or, for several rows, slice by slice of `$lanes x $v` outputs,
+/// each slice against every run of up to the largest of the row counts listed.
+/// The slice is the outer loop so that its weights (`$lanes x $v x depth` values, 192 KiB
+/// for an f32 slice of 16 at the MLP's depth of 3,072) stay in the core's L2 cache while every row
+/// tile reads them; with the rows outside, the whole group went through L2 once per row
+/// tile and, at that depth, no longer fitted.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! slice_tiles {
+    ($tile:ident, $lanes:literal x $v:literal, whole $whole:literal, [$($r:literal)+], $x:expr, $depth:expr, $group:expr, $n:expr, $out:expr, $ld:expr) => {{
+        let (x, depth, group, n, out, ld) = ($x, $depth, $group, $n, $out, $ld);
+        let m = x.len() / depth;
+        assert!(
+            group.len() == crate::kernels::panels::GROUP * depth
+                && n <= crate::kernels::panels::GROUP
+        );
+        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
+        let most = *[$($r),+].iter().max().unwrap_or(&1);
+        if m == 1 {
+            $tile::<1, $whole>(x, depth, group, 0, n, out, ld);
+        } else {
+            for first in (0..n).step_by($lanes * $v) {
+                let mut r = 0;
+                while r < m {
+                    let rows = (m - r).min(most);
+                    let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
+                    match rows {
+                        $($r => $tile::<$r, $v>(x, depth, group, first, n, out, ld),)+
+                        _ => unreachable!("a row run is at most {most}"),
+                    }
+                    r += rows;
+                }
+            }
+        }
+    }};
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use slice_tiles;
+
 /// The body of a format's kernel driver: runs `$tile::<R>(x, depth, group, n, out, ld)` over
 /// the activation rows of `$x` (rows `$depth` long) in register tiles of up to 6 rows (6 x 4
 /// vectors = 24 accumulators, leaving registers for the 4 weight vectors and a broadcast), each

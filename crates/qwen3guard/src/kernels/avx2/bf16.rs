@@ -1,19 +1,19 @@
 //! AVX2 + FMA kernel of [`crate::kernels::bf16`]: the weights stay bf16 in memory (half
 //! of f32's bandwidth) and are widened in registers, 8 rows' pairs per load: shifting a
 //! pair left by 16 bits gives the first feature's f32, masking off its low half the
-//! second's. Activations arrive as bf16 bits and are widened once per call, so each step
+//! second's. Activations arrive widened to f32 (once per call, by the caller), so each step
 //! broadcasts f32 values straight from memory. Products and sums are f32 (bf16 x bf16 is
 //! exact in f32), in another order than `vdpbf16ps`.
 
 use std::arch::x86_64::*;
 
-use crate::kernels::avx2::{slice_tiles, store_rows};
-use crate::kernels::panels::GROUP;
+use crate::kernels::avx2::store_rows;
+use crate::kernels::panels::{slice_tiles, GROUP};
 
-/// [`crate::kernels::bf16`]'s block product.
+/// [`crate::kernels::bf16`]'s block product, on activations already widened to f32.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn block(
-    x: &[u16],
+    x: &[f32],
     depth: usize,
     group: &[u16],
     n: usize,
@@ -21,11 +21,7 @@ pub(crate) unsafe fn block(
     ld: usize,
 ) {
     assert!(depth.is_multiple_of(2));
-    let wide: Vec<f32> = x
-        .iter()
-        .map(|&b| f32::from_bits((b as u32) << 16))
-        .collect();
-    slice_tiles!(tile, 4, [1 2], &wide[..], depth, group, n, out, ld);
+    slice_tiles!(tile, 8 x 4, whole 8, [1 2], x, depth, group, n, out, ld);
 }
 
 /// `R` activation rows (widened) against the group's outputs `first..first + 8 V`.

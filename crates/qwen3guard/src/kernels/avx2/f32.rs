@@ -3,8 +3,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::avx2::{slice_tiles, store_rows};
-use crate::kernels::panels::GROUP;
+use crate::kernels::avx2::store_rows;
+use crate::kernels::panels::{slice_tiles, GROUP};
 
 /// [`crate::kernels::f32`]'s block product.
 #[target_feature(enable = "avx2,fma")]
@@ -16,7 +16,14 @@ pub(crate) unsafe fn block(
     out: &mut [f32],
     ld: usize,
 ) {
-    slice_tiles!(tile, 2, [1 2 3 4 5 6], x, depth, group, n, out, ld);
+    // Two or three rows (a decoded token's query heads against cached keys) would leave
+    // the 6 x 16 tile with 4 or 6 accumulators, too few to cover the multiply-add latency;
+    // they take slices of 32 outputs instead.
+    if x.len() / depth.max(1) <= 3 {
+        slice_tiles!(tile, 8 x 4, whole 8, [1 2 3], x, depth, group, n, out, ld);
+    } else {
+        slice_tiles!(tile, 8 x 2, whole 8, [1 2 3 4 5 6], x, depth, group, n, out, ld);
+    }
 }
 
 /// `R` activation rows against the group's outputs `first..first + 8 V`.

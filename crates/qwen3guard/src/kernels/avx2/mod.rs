@@ -48,44 +48,6 @@ pub(crate) unsafe fn store_rows<const R: usize, const V: usize>(
     }
 }
 
-/// Runs `$tile::<R, V>(x, depth, group, first, n, out, ld)` over the activation rows of
-/// `$x` (rows `$depth` long) against the first `$n` rows of one weight group: one row
-/// against the whole group (`V` = 8), or, for several rows, slice by slice of `8 V`
-/// outputs, each slice against every run of up to the largest of `$rows` activation rows.
-/// The slice is the outer loop so that its weights (`8 V x depth` values, 192 KiB for an
-/// f32 slice of 16 at the MLP's depth of 3,072) stay in the core's L2 cache while every row
-/// tile reads them; with the rows outside, the whole group went through L2 once per row
-/// tile and, at that depth, no longer fitted.
-macro_rules! slice_tiles {
-    ($tile:ident, $v:literal, [$($r:literal)+], $x:expr, $depth:expr, $group:expr, $n:expr, $out:expr, $ld:expr) => {{
-        let (x, depth, group, n, out, ld) = ($x, $depth, $group, $n, $out, $ld);
-        let m = x.len() / depth;
-        assert!(
-            group.len() == crate::kernels::panels::GROUP * depth
-                && n <= crate::kernels::panels::GROUP
-        );
-        assert!(m == 0 || out.len() >= (m - 1) * ld + n);
-        let most = *[$($r),+].iter().max().unwrap_or(&1);
-        if m == 1 {
-            $tile::<1, 8>(x, depth, group, 0, n, out, ld);
-        } else {
-            for first in (0..n).step_by(8 * $v) {
-                let mut r = 0;
-                while r < m {
-                    let rows = (m - r).min(most);
-                    let (x, out) = (&x[r * depth..], &mut out[r * ld..]);
-                    match rows {
-                        $($r => $tile::<$r, $v>(x, depth, group, first, n, out, ld),)+
-                        _ => unreachable!("a row run is at most {most}"),
-                    }
-                    r += rows;
-                }
-            }
-        }
-    }};
-}
-pub(crate) use slice_tiles;
-
 /// The sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
