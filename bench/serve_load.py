@@ -211,6 +211,7 @@ def run_churn(args):
         request_errors += closed_loop(args.url, body, "/v1/guard", 32, step)["errors"]
         done += step
         curve.append({"requests": done, "rss_mib": rss_mib(args.pid)})
+        print(json.dumps(curve[-1]), file=sys.stderr, flush=True)  # progress of a long run
     requests_per_s = args.requests / (time.perf_counter() - started)
     time.sleep(args.rest)
     requests_at_rest = rss_mib(args.pid)
