@@ -8,7 +8,7 @@ keep-alive HTTP/1.1 connections, standard library only. Prints one JSON object p
   serve_load.py gen    --url URL [--verdict-only] [--max-new-tokens 8] --concurrency 1,8,32 --requests N
   serve_load.py llama  --url URL --ids FILE.jsonl [--n-predict 8] --concurrency 1,8,32 --requests N
   serve_load.py stream --url URL --sessions 1,32 --tokens N
-  serve_load.py churn  --url URL --pid PID --requests N --sessions N [--step N] [--rest S]  (resident memory)
+  serve_load.py churn  --url URL --pid PID --requests N --sessions N [--step N] [--warmup N] [--rest S]  (resident memory)
   serve_load.py prompts --count N          (the prompts, one JSON string per line)
 
 `gen` and `llama` send the same prompts: `llama` reads their token ids (rendered by
@@ -84,7 +84,13 @@ def closed_loop(url, make_body, path, concurrency, total):
                     return
                 next_index[0] += 1
             started = time.perf_counter()
-            status, payload = client.post(path, make_body(i))
+            try:
+                status, payload = client.post(path, make_body(i))
+            except (OSError, http.client.HTTPException) as e:
+                # A timed-out or refused request is an error of the run, not the end of
+                # this client: count it and go on with a fresh connection.
+                status, payload = None, repr(e).encode()
+                client.conn = None
             elapsed = time.perf_counter() - started
             with lock:
                 if status == 200:
@@ -202,7 +208,7 @@ def run_churn(args):
     texts = prompts(64)
     body = lambda i: {"messages": [{"role": "user", "content": texts[i % 64]}],
                       "verdict_only": True, "max_new_tokens": 8}
-    closed_loop(args.url, body, "/v1/guard", 8, 200)
+    closed_loop(args.url, body, "/v1/guard", 8, args.warmup)
     time.sleep(args.rest)
     settled = rss_mib(args.pid)
     curve, request_errors, done, started = [], 0, 0, time.perf_counter()
@@ -273,6 +279,7 @@ def main():
     c.add_argument("--requests", type=int, default=10000)
     c.add_argument("--sessions", type=int, default=1000)
     c.add_argument("--step", type=int, default=1000, help="requests between two readings (sessions: a quarter)")
+    c.add_argument("--warmup", type=int, default=200, help="requests before the settled reading")
     c.add_argument("--rest", type=float, default=3.0, help="idle seconds before an at-rest reading")
     p = sub.add_parser("prompts")
     p.add_argument("--count", type=int, default=64)
