@@ -189,6 +189,48 @@ macro_rules! slice_tiles {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use slice_tiles;
 
+/// Defines `store_rows` for one instruction set's vector of `$lanes` f32 values: the store
+/// every tile of [`slice_tiles!`] ends with, the same on every instruction set but for the
+/// vector type and its store.
+macro_rules! store_rows_fn {
+    ($vector:ty, $lanes:literal, $store:path, $features:literal) => {
+        /// Stores `R` rows of `V` vectors, the outputs `first..first + lanes * V` of a group,
+        /// at `out[r * ld + first..]`, keeping only outputs below `n` (the rest are padding
+        /// rows).
+        ///
+        /// # Safety
+        /// The instruction set must be available, and `out` must hold `(R - 1) * ld + n`
+        /// values.
+        #[inline]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn store_rows<const R: usize, const V: usize>(
+            acc: &[[$vector; V]; R],
+            first: usize,
+            n: usize,
+            out: &mut [f32],
+            ld: usize,
+        ) {
+            debug_assert!(R == 0 || out.len() >= (R - 1) * ld + n);
+            for (i, row) in acc.iter().enumerate() {
+                for (v, a) in row.iter().enumerate() {
+                    let at = first + $lanes * v;
+                    let lanes = n.saturating_sub(at).min($lanes);
+                    if lanes == $lanes {
+                        $store(out.as_mut_ptr().add(i * ld + at), *a);
+                    } else if lanes > 0 {
+                        // A partial vector: through a buffer, so no address past `n` is formed.
+                        let mut lanes_out = [0f32; $lanes];
+                        $store(lanes_out.as_mut_ptr(), *a);
+                        out[i * ld + at..][..lanes].copy_from_slice(&lanes_out[..lanes]);
+                    }
+                }
+            }
+        }
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use store_rows_fn;
+
 /// The body of a format's kernel driver: runs `$tile::<R>(x, depth, group, n, out, ld)` over
 /// the activation rows of `$x` (rows `$depth` long) in register tiles of up to 6 rows (6 x 4
 /// vectors = 24 accumulators, leaving registers for the 4 weight vectors and a broadcast), each

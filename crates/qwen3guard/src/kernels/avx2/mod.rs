@@ -17,36 +17,7 @@ pub(crate) mod q8;
 
 use std::arch::x86_64::*;
 
-/// Stores `R` rows of `V` vectors, the outputs `first..first + 8 V` of a group, at
-/// `out[r * ld + first..]`, keeping only outputs below `n` (the rest are padding rows).
-///
-/// # Safety
-/// AVX must be available, and `out` must hold `(R - 1) * ld + n` values.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn store_rows<const R: usize, const V: usize>(
-    acc: &[[__m256; V]; R],
-    first: usize,
-    n: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    debug_assert!(R == 0 || out.len() >= (R - 1) * ld + n);
-    for (i, row) in acc.iter().enumerate() {
-        for (v, a) in row.iter().enumerate() {
-            let at = first + 8 * v;
-            let lanes = n.saturating_sub(at).min(8);
-            if lanes == 8 {
-                _mm256_storeu_ps(out.as_mut_ptr().add(i * ld + at), *a);
-            } else if lanes > 0 {
-                // A partial vector: through a buffer, so no address past `n` is formed.
-                let mut lanes_out = [0f32; 8];
-                _mm256_storeu_ps(lanes_out.as_mut_ptr(), *a);
-                out[i * ld + at..][..lanes].copy_from_slice(&lanes_out[..lanes]);
-            }
-        }
-    }
-}
+crate::kernels::panels::store_rows_fn!(__m256, 8, _mm256_storeu_ps, "avx2,fma");
 
 /// The sum of the 8 lanes.
 #[inline]
