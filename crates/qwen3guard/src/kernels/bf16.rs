@@ -10,6 +10,8 @@
 //! that instruction a portable loop computes the same products (bf16 x bf16 is exact in
 //! f32) in another order.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use std::borrow::Cow;
 use std::ops::{Deref, Range};
 
 use half::bf16;
@@ -70,9 +72,14 @@ impl Bf16Matrix {
         let depth = self.depth;
         // Round the activations to bf16 once.
         let xb = self.activations(x, m, |v| bf16::from_f32(v).to_bits());
+        // Kernels that broadcast f32 values get them widened once here, not once per group.
+        let level = isa();
+        let wide = widens(level).then(|| widen_all(&xb));
         tiled(m, rows.len(), |m0, mb, n0, nb, out, ld| {
             let group = self.group(rows.start + n0);
-            block(&xb[m0 * depth..][..mb * depth], depth, group, nb, out, ld);
+            let range = m0 * depth..(m0 + mb) * depth;
+            let wide = wide.as_ref().map(|w| &w[range.clone()]);
+            block_on(level, &xb[range], wide, depth, group, nb, out, ld);
         })
     }
 }
@@ -81,13 +88,25 @@ impl Bf16Matrix {
 /// bits, rows `depth` long) and the first `n` rows of one group of 64 in the [`Panels`]
 /// layout with `pack` 2 (weights, or a page of cached keys).
 pub(crate) fn block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f32], ld: usize) {
-    block_on(isa(), x, depth, group, n, out, ld);
+    block_on(isa(), x, None, depth, group, n, out, ld);
 }
 
-/// [`block`] on the kernels of `level` (at most what the processor has).
+/// Whether the kernels of `level` read the activations widened to f32 (those without a
+/// bf16 dot product broadcast f32 values in their inner loops).
+fn widens(level: Isa) -> bool {
+    match level {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Neon => true,
+        Isa::Portable | Isa::Avx512Bf16 => false,
+    }
+}
+
+/// [`block`] on the kernels of `level` (at most what the processor has); `wide` is `x`
+/// already widened when the caller has it (see [`widens`]), else it is widened here.
+#[allow(clippy::too_many_arguments)]
 fn block_on(
     level: Isa,
     x: &[u16],
+    wide: Option<&[f32]>,
     depth: usize,
     group: &[u16],
     n: usize,
@@ -104,23 +123,23 @@ fn block_on(
             return;
         }
         if level >= Isa::Avx2 {
-            unsafe { avx2::bf16::block(&widen_all(x), depth, group, n, out, ld) };
+            let x = wide.map_or_else(|| widen_all(x).into(), Cow::Borrowed);
+            unsafe { avx2::bf16::block(&x, depth, group, n, out, ld) };
             return;
         }
     }
     #[cfg(target_arch = "aarch64")]
     if level >= Isa::Neon {
         // SAFETY: as above; NEON is part of every aarch64 processor `detected` reports.
-        unsafe { neon::bf16::block(&widen_all(x), depth, group, n, out, ld) };
+        let x = wide.map_or_else(|| widen_all(x).into(), Cow::Borrowed);
+        unsafe { neon::bf16::block(&x, depth, group, n, out, ld) };
         return;
     }
-    let _ = level;
+    let _ = (level, wide);
     portable_block(x, depth, group, n, out, ld);
 }
 
-/// bf16 bits widened to f32, exactly: the kernels without a bf16 dot product widen the
-/// activations once per call and broadcast f32 values in their inner loops.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// bf16 bits widened to f32, exactly.
 fn widen_all(x: &[u16]) -> Vec<f32> {
     x.iter()
         .map(|&b| f32::from_bits((b as u32) << 16))
@@ -196,7 +215,7 @@ mod tests {
                 for level in Isa::supported() {
                     let mut out = vec![0f32; m * cols];
                     let group = matrix.group(g * GROUP);
-                    block_on(level, &xb, matrix.depth, group, cols, &mut out, cols);
+                    block_on(level, &xb, None, matrix.depth, group, cols, &mut out, cols);
                     assert_close(&out, &part, level.name());
                 }
             }
