@@ -37,16 +37,17 @@ def prompts(count):
 class Client:
     """One keep-alive connection."""
 
-    def __init__(self, url):
+    def __init__(self, url, timeout=600):
         parsed = urllib.parse.urlparse(url)
         self.host, self.port = parsed.hostname, parsed.port or 80
+        self.timeout = timeout
         self.conn = None
 
     def post(self, path, body):
         data = json.dumps(body).encode()
         for attempt in range(2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=600)
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
                 self.conn.request("POST", path, data, {"content-type": "application/json"})
                 response = self.conn.getresponse()

@@ -1,8 +1,12 @@
 //! The server's request bodies and WebSocket frames: every body is either a validated
-//! request or a 4xx error naming what is wrong; nothing panics.
+//! request or a 4xx error naming what is wrong; nothing panics. The reward bodies include
+//! OpenRLHF's texts, whose ChatML splitting is also fuzzed directly (two texts separated by
+//! a NUL byte): it either fails with a reason or gives a prompt that ends with the user.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use qwen3guard::Role;
+use qwen3guard_server::reward::chatml;
 use qwen3guard_server::validation;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
         validation::moderation(data).err(),
         validation::open(data).err(),
         validation::append(data).err(),
+        validation::reward(data, 8, false).err(),
+        validation::reward(data, 8, true).err(),
+        validation::get_reward(data, 8).err(),
     ];
     for error in checks.into_iter().flatten() {
         let (status, _, _) = error.status();
@@ -24,5 +31,12 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = validation::open_fields(&map);
         let _ = validation::append_fields(&map);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let (query, prompt) = text.split_once('\0').unwrap_or((text, ""));
+        if let Ok(rollout) = chatml::split(query, prompt) {
+            let last = rollout.prompt.messages().last().map(|m| m.role);
+            assert_eq!(last, Some(Role::User));
+        }
     }
 });

@@ -9,6 +9,7 @@ mod eval;
 mod moderate;
 mod random;
 mod render;
+mod reward;
 mod serve;
 mod stream;
 mod verdict;
@@ -56,6 +57,9 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Measure latency and throughput on a checkpoint (medians).
     Bench(bench::BenchArgs),
+    /// Score a file of RL rollouts with the report's guard-only or hybrid safety reward
+    /// (resumable).
+    Reward(reward::RewardArgs),
     /// Write a checkpoint of a published shape with random weights, for benchmarks.
     MakeRandom(random::RandomArgs),
     /// Serve OpenAI-compatible moderation and streaming sessions over HTTP (docs/SERVER.md).
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::MakeRandom(args) => random::run(args),
+        Command::Reward(args) => reward::run(args),
         Command::Serve(args) => serve::run(args),
     };
     match result {

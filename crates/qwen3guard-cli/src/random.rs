@@ -14,7 +14,7 @@ use qwen3guard::checkpoint::ModelConfig;
 use qwen3guard::prompt::PromptTokenizer;
 use serde_json::Value;
 
-use crate::verdict::{Plan, RANDOM_HALF_WIDTH};
+use crate::verdict::{Plan, RANDOM_HALF_WIDTH, VERDICT};
 
 /// Arguments of `make-random`.
 #[derive(Debug, Args)]
@@ -43,6 +43,11 @@ pub struct RandomArgs {
     /// that a full moderation can be measured (see verdict.rs).
     #[arg(long)]
     verdict: bool,
+    /// With --verdict, the answer to write instead (lines separated by `\n`), such as
+    /// `Safety: Safe\nCategories: None\nRefusal: Yes`: checkpoints whose verdict is known
+    /// by construction, for tests of what is built on verdicts (rewards, say).
+    #[arg(long, requires = "verdict", value_name = "TEXT")]
+    verdict_text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,7 +122,13 @@ pub fn run(args: &RandomArgs) -> Result<()> {
     // (A Stream `--verdict` was refused at the start.)
     let plan = if args.verdict {
         let tokenizer = PromptTokenizer::from_file(&args.out.join("tokenizer.json"))?;
-        Some(Plan::new(&parsed, &tokenizer)?)
+        // A shell hands `\n` over as two characters; the verdict's lines need the newline.
+        let text = args
+            .verdict_text
+            .as_deref()
+            .unwrap_or(VERDICT)
+            .replace("\\n", "\n");
+        Some(Plan::new(&parsed, &tokenizer, &text)?)
     } else {
         None
     };

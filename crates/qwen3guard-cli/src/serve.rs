@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use qwen3guard::{Mode, Precision};
+use qwen3guard_server::reward::RewardKind;
 use qwen3guard_server::{Limits, ServerConfig};
 
 /// Arguments of `serve`. Every flag can also be set by the environment variable named in
@@ -52,6 +53,22 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     api_keys: Vec<String>,
+    /// The formula of `/get_reward` (OpenRLHF's bodies cannot name one); `/v1/reward`
+    /// requests name theirs.
+    #[arg(
+        long,
+        default_value = "guard_only",
+        value_name = "guard_only|hybrid",
+        env = "QWEN3GUARD_REWARD"
+    )]
+    reward: RewardKind,
+    /// An OpenRLHF-protocol reward server (`POST {"query", "prompts"}` -> `{"rewards"}`)
+    /// giving the hybrid reward's helpfulness where a sample has none.
+    #[arg(long, value_name = "URL", env = "QWEN3GUARD_HELPFULNESS_URL")]
+    helpfulness_url: Option<String>,
+    /// Rollouts one reward request may hold at most; more get 400.
+    #[arg(long, default_value_t = Limits::default().max_reward_samples, env = "QWEN3GUARD_MAX_REWARD_SAMPLES")]
+    max_reward_samples: usize,
     /// Requests waiting for the scheduler at most; more get 503 with Retry-After.
     #[arg(long, default_value_t = Limits::default().max_queue, env = "QWEN3GUARD_MAX_QUEUE")]
     max_queue: usize,
@@ -91,6 +108,8 @@ impl ServeArgs {
                 .filter(|k| !k.is_empty())
                 .cloned()
                 .collect(),
+            reward: self.reward,
+            helpfulness_url: self.helpfulness_url.clone(),
             limits: Limits {
                 max_queue: self.max_queue,
                 max_batch: self.max_batch,
@@ -98,6 +117,7 @@ impl ServeArgs {
                 max_session_tokens: self.max_session_tokens,
                 session_idle: Duration::from_secs(self.session_idle_secs),
                 max_body_bytes: self.max_body_bytes,
+                max_reward_samples: self.max_reward_samples,
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
                 ..defaults
             },

@@ -1,5 +1,6 @@
 //! `make-random --verdict`: a Gen checkpoint of a real shape whose greedy output on every
-//! prompt is the well-formed verdict `Safety: Unsafe\nCategories: Violent<|im_end|>`.
+//! prompt is the well-formed verdict `Safety: Unsafe\nCategories: Violent<|im_end|>` (or the
+//! `--verdict-text` given).
 //!
 //! Random weights never write `<|im_end|>`, so a benchmark on them decodes to its token cap
 //! and the cost of a real moderation (a verdict of a known length, drafted or decoded,
@@ -30,7 +31,7 @@ use anyhow::{bail, Result};
 use qwen3guard::checkpoint::ModelConfig;
 use qwen3guard::prompt::PromptTokenizer;
 
-/// The verdict the checkpoint writes.
+/// The verdict the checkpoint writes unless `--verdict-text` names another.
 pub const VERDICT: &str = "Safety: Unsafe\nCategories: Violent";
 /// The end of the Gen template's generation prompt (thinking off), which precedes it.
 const PROMPT_END: &str = "</think>\n\n";
@@ -83,11 +84,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Derives the plan for `config` (a Gen checkpoint) and its tokenizer.
-    pub fn new(config: &ModelConfig, tokenizer: &PromptTokenizer) -> Result<Plan> {
+    /// Derives the plan for `config` (a Gen checkpoint), its tokenizer and the verdict to
+    /// write.
+    pub fn new(config: &ModelConfig, tokenizer: &PromptTokenizer, verdict: &str) -> Result<Plan> {
         let c = &config.backbone;
         let mut chain = tokenizer.encode_rendered(PROMPT_END)?;
-        chain.extend(tokenizer.encode_text(VERDICT)?);
+        chain.extend(tokenizer.encode_text(verdict)?);
         chain.extend(tokenizer.encode_rendered("<|im_end|>")?);
         if c.head_dim < 2 * PAIRS || c.num_attention_heads < 4 || c.num_key_value_heads < 2 {
             bail!("--verdict needs head_dim >= 64, 4 query heads and 2 key/value heads");

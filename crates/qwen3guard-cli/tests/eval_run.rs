@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 mod common;
-use common::qwen3guard;
+use common::{qwen3guard, Scratch};
 
 fn model(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -22,32 +22,10 @@ fn dataset(name: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("qwen3guard-cli-eval-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn stream_run_scores_reports_and_resumes() {
-    let scratch = Scratch::new("stream");
-    let (out, report) = (scratch.path("pred/loc.jsonl"), scratch.path("report"));
+    let scratch = Scratch::new("cli-eval-stream");
+    let (out, report) = (scratch.file("pred/loc.jsonl"), scratch.file("report"));
     let stream = model("stream");
     let data = dataset("qwen3guardtest-response_loc.jsonl");
     let args = [
@@ -99,7 +77,7 @@ fn stream_run_scores_reports_and_resumes() {
     assert_eq!(again.stdout, run.stdout, "the same file scores the same");
 
     // The written file re-scores with `eval score`, report included.
-    let report2 = scratch.path("report2");
+    let report2 = scratch.file("report2");
     let score = qwen3guard(&[
         "eval",
         "score",
@@ -122,8 +100,8 @@ fn stream_run_scores_reports_and_resumes() {
 
 #[test]
 fn gen_run_on_prompts() {
-    let scratch = Scratch::new("gen");
-    let out = scratch.path("xstest.jsonl");
+    let scratch = Scratch::new("cli-eval-gen");
+    let out = scratch.file("xstest.jsonl");
     let gen = model("gen-tied");
     let data = dataset("xstest-prompts.jsonl");
     let run = qwen3guard(&[
@@ -162,8 +140,8 @@ fn gen_run_on_prompts() {
 
 #[test]
 fn bad_input_fails_with_one_line() {
-    let scratch = Scratch::new("bad");
-    let out = scratch.path("never.jsonl");
+    let scratch = Scratch::new("cli-eval-bad");
+    let out = scratch.file("never.jsonl");
     let stream = model("stream");
     let cases: [(Vec<&str>, &str); 4] = [
         (

@@ -3,58 +3,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::qwen3guard;
+use common::{constructed_checkpoint, qwen3guard, Scratch};
 use serde_json::Value;
-
-/// A fresh scratch folder for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("qwen3guard-verdict-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch folder");
-        Scratch(dir)
-    }
-
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A small shape (the real head layout, a narrow hidden state, two layers) so that the
-/// checkpoint is quick to write and run in a debug build.
-const SHAPES: &str = r#"{"tiny": {"hidden_size": 128, "intermediate_size": 64,
-    "num_hidden_layers": 2, "num_attention_heads": 16, "tie_word_embeddings": true}}"#;
 
 #[test]
 fn the_constructed_checkpoint_writes_its_verdict_on_any_prompt() {
-    let dir = Scratch::new("gen");
-    let shapes = dir.path().join("shapes.json");
-    std::fs::write(&shapes, SHAPES).expect("shapes written");
-    let model = dir.path().join("verdict");
-    let made = qwen3guard(&[
-        "make-random",
-        "--variant",
-        "gen",
-        "--size",
-        "tiny",
-        "--shapes",
-        shapes.to_str().unwrap(),
-        "--verdict",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
-    assert!(made.success, "make-random failed: {}", made.stderr);
+    let dir = Scratch::new("verdict-gen");
+    let model = constructed_checkpoint(&dir, "verdict", None);
     let model = model.to_str().unwrap();
     for dtype in ["f32", "bf16", "q8"] {
         for (prompt, response) in [
@@ -91,7 +46,7 @@ fn the_constructed_checkpoint_writes_its_verdict_on_any_prompt() {
 
 #[test]
 fn a_stream_checkpoint_cannot_be_constructed() {
-    let dir = Scratch::new("stream");
+    let dir = Scratch::new("verdict-stream");
     let out = qwen3guard(&[
         "make-random",
         "--variant",

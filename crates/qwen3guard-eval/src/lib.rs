@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod predictions;
 pub mod publish;
 pub mod report;
+pub mod resume;
 pub mod risk;
 pub mod run;
 pub mod score;

@@ -32,14 +32,14 @@
 //! the reasoning stays in the rendered chat, as in the official script (so the `_loc`
 //! spans, positions in the whole rendered chat, stay valid either way).
 //!
-//! **Resuming.** Before running, the existing output is read: the ids it holds are skipped.
+//! **Resuming** ([`crate::resume`]). Before running, the existing output is read: the ids it holds are skipped.
 //! A last line cut short by an interruption (no final newline) is removed first. Any other
 //! unreadable line, a line without `id`, a line of another kind of predictions, or an id that
 //! is not in the dataset stops the run with the line named, rather than mixing two runs.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -51,8 +51,9 @@ use qwen3guard::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::dataset::{id_key, Dataset, RowRef, Sample};
+use crate::dataset::{Dataset, RowRef, Sample};
 use crate::predictions::{GenRecord, StreamPromptRecord, StreamResponseRecord};
+use crate::resume::{self, ResumeError};
 use crate::risk::SeverityProbs;
 use crate::score::Kind;
 
@@ -184,7 +185,7 @@ pub fn run(guard: &Guard, dataset: &Dataset, options: &RunOptions) -> Result<Run
         .map_err(io)?;
 
     let resumed = in_scope.iter().filter(|s| done.contains(&s.key())).count();
-    let bar = progress_bar(options.progress, in_scope.len(), resumed);
+    let bar = progress_bar(options.progress, in_scope.len(), resumed, "samples");
     let split = match guard {
         Guard::Stream(stream) => Some(SplitTokens::new(stream)?),
         Guard::Gen(_) => None,
@@ -240,14 +241,16 @@ pub fn run(guard: &Guard, dataset: &Dataset, options: &RunOptions) -> Result<Run
     Ok(summary)
 }
 
-fn progress_bar(enabled: bool, len: usize, done: usize) -> ProgressBar {
+/// A progress bar on stderr over `len` items called `unit`, `done` of them already done (a
+/// resumed run); hidden when not `enabled`.
+pub fn progress_bar(enabled: bool, len: usize, done: usize, unit: &str) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {pos}/{len} samples {wide_bar} {elapsed_precise} (eta {eta})",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{spinner}} {{pos}}/{{len}} {unit} {{wide_bar}} {{elapsed_precise}} (eta {{eta}})"
+    )) {
         bar.set_style(style);
     }
     bar.set_position(done as u64);
@@ -543,74 +546,42 @@ fn kind_field(kind: Kind) -> &'static str {
     }
 }
 
-/// Reads the ids already in `path`, after removing a partial last line. Returns the ids
-/// and whether a partial line was removed.
+/// Reads the ids already in `path` ([`crate::resume`]), refusing lines of another kind of
+/// predictions or of another dataset. Returns the ids and whether a partial line was
+/// removed.
 fn read_existing(
     path: &Path,
     kind: Kind,
     known: &HashSet<String>,
 ) -> Result<(HashSet<String>, bool), RunError> {
-    let io = |source| RunError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((HashSet::new(), false)),
-        Err(e) => return Err(io(e)),
-    };
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io)?;
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let dropped = complete < bytes.len();
-    if dropped {
-        truncate(&mut file, complete as u64).map_err(io)?;
-    }
-    let text = String::from_utf8_lossy(&bytes[..complete]);
-    let mut done = HashSet::new();
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let problem = |message: String| RunError::Resume {
-            path: path.to_owned(),
-            line: line_no,
-            message,
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(line).map_err(|e| {
-            problem(format!(
-                "not a JSON line ({e}); is this a predictions file? Remove it or choose another --out"
-            ))
-        })?;
-        let Some(id) = value.get("id").filter(|v| v.is_string() || v.is_number()) else {
-            return Err(problem(
-                "has no `id`; it was not written by `eval run`, so it cannot be resumed".into(),
-            ));
-        };
-        let field = kind_field(kind);
+    let field = kind_field(kind);
+    let found = resume::existing(path, "eval run", |value, key| {
         if value.get(field).is_none() {
-            return Err(problem(format!(
+            return Err(format!(
                 "has no `{field}`: these are not {kind} predictions (another model or --task?); \
                  choose another --out"
-            )));
+            ));
         }
-        let key = id_key(id);
-        if !known.contains(&key) {
-            return Err(problem(format!(
+        if !known.contains(key) {
+            return Err(format!(
                 "id {key} is not in the dataset; is --out the output of another dataset?"
-            )));
+            ));
         }
-        if !done.insert(key.clone()) {
-            return Err(problem(format!("id {key} appears twice")));
-        }
-    }
-    Ok((done, dropped))
-}
-
-fn truncate(file: &mut File, len: u64) -> std::io::Result<()> {
-    file.set_len(len)?;
-    file.seek(SeekFrom::Start(len)).map(|_| ())
+        Ok(())
+    })
+    .map_err(|e| match e {
+        ResumeError::Io { path, source } => RunError::Io { path, source },
+        ResumeError::Line {
+            path,
+            line,
+            message,
+        } => RunError::Resume {
+            path,
+            line,
+            message,
+        },
+    })?;
+    Ok((found.ids, found.dropped_partial_line))
 }
 
 #[cfg(test)]

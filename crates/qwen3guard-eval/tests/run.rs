@@ -363,7 +363,7 @@ fn foreign_output_is_not_resumed() {
 
     std::fs::write(&out, "id,label\n").unwrap();
     let message = err(&stream);
-    assert!(message.ends_with("p.jsonl, line 1: not a JSON line (expected value at line 1 column 1); is this a predictions file? Remove it or choose another --out"), "{message}");
+    assert!(message.ends_with("p.jsonl, line 1: not a JSON line (expected value at line 1 column 1); was it written by `eval run`? Remove it or choose another --out"), "{message}");
 
     std::fs::write(&out, "{\"label\": \"Safe\"}\n").unwrap();
     assert!(err(&stream).contains("line 1: has no `id`"));

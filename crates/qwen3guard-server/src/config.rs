@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use qwen3guard::{Mode, Precision};
 
+use crate::reward::RewardKind;
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -24,6 +26,11 @@ pub struct ServerConfig {
     pub mode: Mode,
     /// Accepted bearer keys; empty means no authentication.
     pub api_keys: Vec<String>,
+    /// The formula of `/get_reward`, whose OpenRLHF bodies cannot name one.
+    pub reward: RewardKind,
+    /// An OpenRLHF-protocol reward server giving the hybrid reward's helpfulness where a
+    /// sample has none.
+    pub helpfulness_url: Option<String>,
     /// Queue, session and body limits.
     pub limits: Limits,
 }
@@ -43,6 +50,9 @@ pub struct Limits {
     pub session_idle: Duration,
     /// Request bodies larger than this get 413.
     pub max_body_bytes: usize,
+    /// Rollouts one reward request may hold at most; more get 400. Each takes one or two
+    /// places in the queue (the answer, and the thinking when there is one).
+    pub max_reward_samples: usize,
     /// How long `/health` waits for the scheduler to answer its probe.
     pub probe_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -58,6 +68,7 @@ impl Default for Limits {
             max_session_tokens: 32_768,
             session_idle: Duration::from_secs(600),
             max_body_bytes: 4 << 20,
+            max_reward_samples: 256,
             probe_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -74,6 +85,8 @@ impl Default for ServerConfig {
             precision: Precision::F32,
             mode: Mode::Strict,
             api_keys: Vec::new(),
+            reward: RewardKind::GuardOnly,
+            helpfulness_url: None,
             limits: Limits::default(),
         }
     }

@@ -7,6 +7,8 @@
 //! - [`scheduler`]: one OS thread owning the models and sessions, batching whatever is
 //!   waiting; handlers talk to it over a bounded channel with one-shot replies.
 //! - [`sessions`], [`retokenize`]: open sessions, and text deltas into settled tokens.
+//! - [`reward`]: safety rewards for RL from Gen verdicts (`/v1/reward`, `/get_reward`,
+//!   and `qwen3guard reward` offline).
 //! - [`metrics`], [`config`].
 //!
 //! [`serve`] loads the models on a thread of their own while the listener already
@@ -18,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod retokenize;
+pub mod reward;
 pub mod scheduler;
 pub mod sessions;
 pub mod validation;
@@ -34,6 +37,9 @@ pub enum ServeError {
     /// Neither model was given.
     #[error("give --gen-model, --stream-model or both")]
     NoModel,
+    /// `/get_reward` would need helpfulness values nobody can give.
+    #[error("--reward hybrid needs --helpfulness-url: /get_reward bodies carry no helpfulness")]
+    HybridWithoutHelpfulness,
     /// A model failed to load.
     #[error("cannot load {model}: {source}")]
     Load {
@@ -114,6 +120,9 @@ pub fn serve_until(
 ) -> Result<(), ServeError> {
     if config.gen_model.is_none() && config.stream_model.is_none() {
         return Err(ServeError::NoModel);
+    }
+    if config.reward == reward::RewardKind::Hybrid && config.helpfulness_url.is_none() {
+        return Err(ServeError::HybridWithoutHelpfulness);
     }
     let address = format!("{}:{}", config.host, config.port);
     let io = |source| ServeError::Io {

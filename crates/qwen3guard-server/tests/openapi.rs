@@ -36,6 +36,8 @@ fn the_served_document_is_the_checked_in_one() {
         "/openapi.json",
         "/v1/moderations",
         "/v1/guard",
+        "/v1/reward",
+        "/get_reward",
         "/v1/stream/sessions",
         "/v1/stream/sessions/{id}",
         "/v1/stream/sessions/{id}/append",
@@ -48,6 +50,9 @@ fn the_served_document_is_the_checked_in_one() {
         "GenVerdict",
         "TokenVerdict",
         "Appended",
+        "Rewards",
+        "OpenRlhfRewards",
+        "Detail",
         "ErrorBody",
     ] {
         assert!(

@@ -1,6 +1,7 @@
 //! Running the built binary in tests, isolated from this environment's settings.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What one run of the binary produced.
@@ -37,4 +38,62 @@ pub fn qwen3guard_with(args: &[&str], env: &[(&str, &str)]) -> Output {
         stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
         stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
     }
+}
+
+/// A fresh scratch folder for one test, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("qwen3guard-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `name` inside the folder, as an argument.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A small shape (the real head layout, a narrow hidden state, two layers) so that a
+/// constructed checkpoint is quick to write and run in a debug build.
+pub const TINY_SHAPES: &str = r#"{"tiny": {"hidden_size": 128, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 16, "tie_word_embeddings": true}}"#;
+
+/// `make-random --verdict` of the tiny shape in `dir/name`: a Gen checkpoint that writes
+/// `verdict` (the default one when `None`) on every prompt.
+pub fn constructed_checkpoint(dir: &Scratch, name: &str, verdict: Option<&str>) -> PathBuf {
+    let shapes = dir.path().join("shapes.json");
+    std::fs::write(&shapes, TINY_SHAPES).expect("shapes written");
+    let model = dir.path().join(name);
+    let mut args = vec![
+        "make-random",
+        "--variant",
+        "gen",
+        "--size",
+        "tiny",
+        "--shapes",
+        shapes.to_str().unwrap(),
+        "--verdict",
+        "--out",
+        model.to_str().unwrap(),
+    ];
+    if let Some(verdict) = verdict {
+        args.extend(["--verdict-text", verdict]);
+    }
+    let made = qwen3guard(&args);
+    assert!(made.success, "make-random failed: {}", made.stderr);
+    model
 }

@@ -46,6 +46,17 @@ pub enum AppError {
     /// The endpoint needs a model this server was not started with.
     #[error("{0}")]
     ModelNotLoaded(String),
+    /// A server this one calls (a helpfulness reward server, an upstream LLM) failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// One item of a batch failed; the status is the item's.
+    #[error("{place}: {source}")]
+    At {
+        /// The item, such as `samples[3]`.
+        place: String,
+        /// Its error.
+        source: Box<AppError>,
+    },
     /// The engine refused or failed the request.
     #[error(transparent)]
     Engine(#[from] qwen3guard::Error),
@@ -102,6 +113,8 @@ impl AppError {
                 "invalid_request_error",
                 "model_not_loaded",
             ),
+            AppError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
+            AppError::At { source, .. } => source.status(),
             AppError::Engine(e) => match e.kind() {
                 ErrorKind::InvalidInput => (
                     StatusCode::BAD_REQUEST,
@@ -129,6 +142,14 @@ impl AppError {
 }
 
 impl AppError {
+    /// This error as that of the batch item `place`.
+    pub fn at(self, place: impl Into<String>) -> AppError {
+        AppError::At {
+            place: place.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// The `{"message", "type", "code"}` object every error body carries under `error`.
     pub fn body(&self) -> serde_json::Value {
         let (_, kind, code) = self.status();

@@ -20,7 +20,7 @@ use crate::validation;
 type Answer = Result<Response, AppError>;
 
 /// The body's bytes; an over-long body is a 413 in the server's error shape.
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
+pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
     body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(
             "the request body is larger than the server's --max-body-bytes".into(),
@@ -93,7 +93,7 @@ pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> AppE
     ))
 }
 
-fn gen_name(state: &AppState) -> Result<String, AppError> {
+pub(super) fn gen_name(state: &AppState) -> Result<String, AppError> {
     match &state.scheduler()?.models().gen {
         Some((name, _)) => Ok(name.clone()),
         None => Err(AppError::ModelNotLoaded(

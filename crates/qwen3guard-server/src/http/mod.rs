@@ -8,6 +8,7 @@ mod handlers;
 mod middleware;
 mod openai;
 pub mod openapi;
+mod reward;
 mod ws;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -21,6 +22,7 @@ pub use openai::OPENAI_CATEGORIES;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::reward::helpfulness::Helpfulness;
 use crate::scheduler::Scheduler;
 
 /// What every handler shares.
@@ -37,12 +39,15 @@ pub struct AppState {
     /// Set when shutdown starts: requests still arriving get 503 while in-flight ones
     /// finish.
     pub draining: Arc<AtomicBool>,
+    /// The client of `--helpfulness-url`, when given.
+    pub helpfulness: Option<Helpfulness>,
 }
 
 impl AppState {
     /// A state whose scheduler is not started yet (models loading).
     pub fn new(config: ServerConfig) -> Self {
         AppState {
+            helpfulness: config.helpfulness_url.as_deref().map(Helpfulness::new),
             scheduler: Arc::new(OnceLock::new()),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -68,6 +73,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/v1/moderations", post(handlers::moderations))
         .route("/v1/guard", post(handlers::guard))
+        .route("/v1/reward", post(reward::reward))
+        .route("/get_reward", post(reward::get_reward))
         .route("/v1/stream/sessions", post(handlers::open_session))
         .route(
             "/v1/stream/sessions/{id}",

@@ -12,7 +12,9 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::handlers;
 use super::openai::{Moderation, ModerationResult, Native};
+use super::reward::{self, OpenRlhfRewards, Rewards};
 use super::ws;
+use crate::reward::{Detail, Outcome, PartScores, RewardKind};
 use crate::scheduler::{Appended, Opened, SessionView};
 
 /// One chat message.
@@ -83,6 +85,46 @@ pub struct AppendBody {
     pub last: Option<bool>,
 }
 
+/// One rollout of `POST /v1/reward`.
+#[derive(Serialize, ToSchema)]
+pub struct RewardSampleBody {
+    /// The prompt turns, ending with the user's.
+    pub messages: Vec<MessageBody>,
+    /// The policy's final answer.
+    pub response: String,
+    /// The policy's reasoning, judged on its own.
+    pub thinking: Option<String>,
+    /// The helpfulness reward (hybrid; else asked of `--helpfulness-url`).
+    pub helpfulness: Option<f64>,
+}
+
+/// `POST /v1/reward`.
+#[derive(Serialize, ToSchema)]
+pub struct RewardBody {
+    /// The rollouts (at most `--max-reward-samples`).
+    pub samples: Vec<RewardSampleBody>,
+    /// The formula.
+    pub reward: RewardKind,
+    /// Overrides the server's `--mode`: whether Controversial is unsafe for the hybrid
+    /// reward (guard-only never counts it safe).
+    pub mode: Option<qwen3guard::Mode>,
+    /// Guard-only: judge each answer from one pass's label scores (faster; `refusal` is
+    /// then only written for answers that are not Safe).
+    pub verdict_only: Option<bool>,
+}
+
+/// `POST /get_reward` (OpenRLHF's remote reward protocol; other fields are ignored).
+#[derive(Serialize, ToSchema)]
+pub struct GetRewardBody {
+    /// Each rollout's whole text: its prompt, then the generated response.
+    pub query: Vec<String>,
+    /// Each rollout's prompt text, the beginning of its query.
+    pub prompts: Vec<String>,
+    /// Passed on to the helpfulness server, otherwise unused.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub labels: Option<Vec<serde_json::Value>>,
+}
+
 /// Every error's body.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -108,7 +150,8 @@ pub struct ErrorDetail {
     info(
         title = "qwen3guard server",
         description = "Qwen3Guard moderation over HTTP: OpenAI-compatible /v1/moderations, \
-            /v1/guard, and stateful Stream sessions. See docs/SERVER.md."
+            /v1/guard, safety rewards for RL (/v1/reward, OpenRLHF's /get_reward), and \
+            stateful Stream sessions. See docs/SERVER.md and docs/REWARD.md."
     ),
     paths(
         handlers::live,
@@ -116,6 +159,8 @@ pub struct ErrorDetail {
         handlers::metrics,
         handlers::moderations,
         handlers::guard,
+        reward::reward,
+        reward::get_reward,
         handlers::open_session,
         handlers::append,
         handlers::get_session,
@@ -130,6 +175,15 @@ pub struct ErrorDetail {
         ModerationInput,
         OpenBody,
         AppendBody,
+        RewardBody,
+        RewardSampleBody,
+        GetRewardBody,
+        Rewards,
+        OpenRlhfRewards,
+        Detail,
+        PartScores,
+        Outcome,
+        RewardKind,
         ErrorBody,
         ErrorDetail,
         Moderation,
@@ -164,7 +218,9 @@ pub async fn serve() -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validation::{APPEND_FIELDS, GUARD_FIELDS, OPEN_FIELDS};
+    use crate::validation::{
+        APPEND_FIELDS, GET_REWARD_FIELDS, GUARD_FIELDS, OPEN_FIELDS, REWARD_FIELDS, SAMPLE_FIELDS,
+    };
 
     fn properties(schema: &str) -> Vec<String> {
         let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
@@ -189,5 +245,8 @@ mod tests {
         assert_eq!(properties("GuardBody"), sorted(&GUARD_FIELDS));
         assert_eq!(properties("OpenBody"), sorted(&OPEN_FIELDS));
         assert_eq!(properties("AppendBody"), sorted(&APPEND_FIELDS));
+        assert_eq!(properties("RewardBody"), sorted(&REWARD_FIELDS));
+        assert_eq!(properties("RewardSampleBody"), sorted(&SAMPLE_FIELDS));
+        assert_eq!(properties("GetRewardBody"), sorted(&GET_REWARD_FIELDS));
     }
 }

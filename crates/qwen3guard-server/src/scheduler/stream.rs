@@ -238,7 +238,7 @@ impl Worker {
             }
             AppendInput::Text(text) => {
                 let chars = text.chars().count();
-                if skip >= chars && chars > 0 && !(request.last && !entry.finished) {
+                if skip >= chars && chars > 0 && (!request.last || entry.finished) {
                     return Ok(None);
                 }
                 let start = text.char_indices().nth(skip).map_or(text.len(), |(b, _)| b);

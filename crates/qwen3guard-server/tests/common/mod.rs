@@ -75,9 +75,18 @@ impl TestServer {
 
     /// Serves `state` as it is (for example with no scheduler yet: models loading).
     pub fn with_state(state: AppState) -> Self {
+        let router = app(state.clone());
+        Self::serving(router, state)
+    }
+
+    /// Serves another router (a fake of a server ours calls); `state` is unused.
+    pub fn with_router(router: axum::Router) -> Self {
+        Self::serving(router, AppState::new(ServerConfig::default()))
+    }
+
+    fn serving(router: axum::Router, state: AppState) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = app(state.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

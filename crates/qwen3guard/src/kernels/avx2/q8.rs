@@ -133,7 +133,7 @@ pub(crate) unsafe fn block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut
     assert!(w.scales.len() == GROUP && depth.is_multiple_of(BLOCK));
     assert!(x.scales.len() == m * x.blocks && x.blocks * BLOCK == depth);
     let view = Operands { x, w };
-    slice_tiles!(tile, 8 x 4, whole 8, [1 2], &x.data[..], depth, &view, n, out, ld);
+    slice_tiles!(tile, 8 x 4, whole 8, [1 2], &x.data, depth, &view, n, out, ld);
 }
 
 /// The two operands of a block product, passed to the tiles as one value.

@@ -10,6 +10,13 @@ use serde_json::{Map, Value};
 
 use crate::http::AppError;
 
+mod reward;
+
+pub use reward::{
+    get_reward, reward, reward_sample, GetRewardRequest, RewardRequest, GET_REWARD_FIELDS,
+    REWARD_FIELDS, SAMPLE_FIELDS,
+};
+
 /// `POST /v1/guard`.
 #[derive(Debug, Clone)]
 pub struct GuardRequest {
@@ -72,7 +79,7 @@ pub const OPEN_FIELDS: [&str; 2] = ["messages", "thinking"];
 /// The fields an append body may have.
 pub const APPEND_FIELDS: [&str; 4] = ["token_ids", "text", "offset", "final"];
 
-fn invalid(message: impl Into<String>) -> AppError {
+pub(crate) fn invalid(message: impl Into<String>) -> AppError {
     AppError::Invalid(message.into())
 }
 
@@ -89,7 +96,7 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, AppError> {
 }
 
 /// Refuses fields other than `allowed`, so that a typo is not silently ignored.
-fn only(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), AppError> {
+pub(crate) fn only(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), AppError> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(key) => Err(invalid(format!(
             "unknown field `{key}` (expected {})",
@@ -99,7 +106,7 @@ fn only(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), AppError> {
     }
 }
 
-fn optional_bool(map: &Map<String, Value>, field: &str) -> Result<bool, AppError> {
+pub(crate) fn optional_bool(map: &Map<String, Value>, field: &str) -> Result<bool, AppError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -118,47 +125,60 @@ fn optional_count(map: &Map<String, Value>, field: &str) -> Result<Option<usize>
     }
 }
 
-/// `messages`: a non-empty array of `{role, content}` with known roles.
-fn messages(map: &Map<String, Value>) -> Result<Vec<Message>, AppError> {
+/// `messages`: a non-empty array of `{role, content}` with known roles. `place` is what
+/// holds the field (`samples[2].` in a batch, empty at the top), so that a message names
+/// the exact field at fault.
+pub(crate) fn messages(map: &Map<String, Value>, place: &str) -> Result<Vec<Message>, AppError> {
     let Some(value) = map.get("messages") else {
-        return Err(invalid("missing field `messages`"));
+        return Err(invalid(format!("missing field `{place}messages`")));
     };
     let Value::Array(items) = value else {
-        return Err(invalid(
-            "`messages` must be an array of {role, content} objects",
-        ));
+        return Err(invalid(format!(
+            "`{place}messages` must be an array of {{role, content}} objects"
+        )));
     };
     if items.is_empty() {
-        return Err(invalid(
-            "`messages` is empty; give at least one user message",
-        ));
+        return Err(invalid(format!(
+            "`{place}messages` is empty; give at least one user message"
+        )));
     }
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
+            let at = format!("{place}messages[{i}]");
             let Value::Object(m) = item else {
-                return Err(invalid(format!("`messages[{i}]` must be an object")));
+                return Err(invalid(format!("`{at}` must be an object")));
             };
-            only(m, &["role", "content"]).map_err(|e| invalid(format!("`messages[{i}]`: {e}")))?;
+            only(m, &["role", "content"]).map_err(|e| invalid(format!("`{at}`: {e}")))?;
             let role = match m.get("role").and_then(Value::as_str) {
                 Some("system") => Role::System,
                 Some("user") => Role::User,
                 Some("assistant") => Role::Assistant,
                 Some(other) => {
                     return Err(invalid(format!(
-                        "`messages[{i}].role` is {other:?}; expected system, user or assistant"
+                        "`{at}.role` is {other:?}; expected system, user or assistant"
                     )))
                 }
-                None => return Err(invalid(format!("`messages[{i}].role` must be a string"))),
+                None => return Err(invalid(format!("`{at}.role` must be a string"))),
             };
             let content = m
                 .get("content")
                 .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("`messages[{i}].content` must be a string")))?;
+                .ok_or_else(|| invalid(format!("`{at}.content` must be a string")))?;
             Ok(Message::new(role, content))
         })
         .collect()
+}
+
+/// `mode`: `strict` or `loose`, or absent.
+pub(crate) fn optional_mode(map: &Map<String, Value>) -> Result<Option<Mode>, AppError> {
+    match map.get("mode") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "strict" => Ok(Some(Mode::Strict)),
+        Some(Value::String(s)) if s == "loose" => Ok(Some(Mode::Loose)),
+        Some(_) => Err(invalid("`mode` must be \"strict\" or \"loose\"")),
+    }
 }
 
 fn conversation(messages: Vec<Message>) -> Result<Conversation, AppError> {
@@ -169,15 +189,9 @@ fn conversation(messages: Vec<Message>) -> Result<Conversation, AppError> {
 pub fn guard(body: &[u8]) -> Result<GuardRequest, AppError> {
     let map = object(body)?;
     only(&map, &GUARD_FIELDS)?;
-    let mode = match map.get("mode") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "strict" => Some(Mode::Strict),
-        Some(Value::String(s)) if s == "loose" => Some(Mode::Loose),
-        Some(_) => return Err(invalid("`mode` must be \"strict\" or \"loose\"")),
-    };
     Ok(GuardRequest {
-        conversation: conversation(messages(&map)?)?,
-        mode,
+        conversation: conversation(messages(&map, "")?)?,
+        mode: optional_mode(&map)?,
         verdict_only: optional_bool(&map, "verdict_only")?,
         max_new_tokens: match optional_count(&map, "max_new_tokens")? {
             Some(n) if n > DEFAULT_MAX_NEW_TOKENS => {
@@ -229,7 +243,7 @@ pub fn open(body: &[u8]) -> Result<OpenRequest, AppError> {
 /// [`open`] on fields already parsed (a WebSocket frame's, less its `op`).
 pub fn open_fields(map: &Map<String, Value>) -> Result<OpenRequest, AppError> {
     only(map, &OPEN_FIELDS)?;
-    let mut messages = messages(map)?;
+    let mut messages = messages(map, "")?;
     let partial = match messages.last() {
         Some(m) if m.role == Role::Assistant => messages.pop().map(|m| m.content),
         _ => None,
