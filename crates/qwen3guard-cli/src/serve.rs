@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use qwen3guard::{Mode, Precision};
+use qwen3guard_server::proxy::{parse_intervene, ProxyConfig, Release, DEFAULT_HOLD_BACK};
 use qwen3guard_server::reward::RewardKind;
 use qwen3guard_server::{Limits, ServerConfig};
 
@@ -66,6 +67,39 @@ pub struct ServeArgs {
     /// giving the hybrid reward's helpfulness where a sample has none.
     #[arg(long, value_name = "URL", env = "QWEN3GUARD_HELPFULNESS_URL")]
     helpfulness_url: Option<String>,
+    /// An OpenAI-compatible LLM server's `/v1` to guard: adds `POST /v1/chat/completions`
+    /// (judged by the Stream model while it streams) and `GET /v1/models`.
+    #[arg(long, value_name = "URL", env = "QWEN3GUARD_UPSTREAM")]
+    upstream: Option<String>,
+    /// The bearer key the upstream wants (else the client's own is forwarded, unless
+    /// the server checks keys of its own).
+    #[arg(long, value_name = "KEY", env = "QWEN3GUARD_UPSTREAM_API_KEY")]
+    upstream_api_key: Option<String>,
+    /// held: text reaches the client once judged, less the hold-back; async: at once,
+    /// retracted on a flag.
+    #[arg(
+        long,
+        default_value = "held",
+        value_name = "held|async",
+        env = "QWEN3GUARD_RELEASE"
+    )]
+    release: Release,
+    /// Judged tokens kept back under held release (1 keeps every token of a flagged pair
+    /// from the client).
+    #[arg(long, default_value_t = DEFAULT_HOLD_BACK, value_name = "N", env = "QWEN3GUARD_HOLD_BACK")]
+    hold_back: usize,
+    /// On a flag, roll back and ask the upstream to continue safely, up to R times, then
+    /// refuse (`retries=R`).
+    #[arg(long, value_name = "retries=R", value_parser = parse_intervene, env = "QWEN3GUARD_INTERVENE")]
+    intervene: Option<usize>,
+    /// Seconds the proxy waits for the upstream's next bytes.
+    #[arg(
+        long,
+        default_value_t = 120,
+        value_name = "SECS",
+        env = "QWEN3GUARD_UPSTREAM_TIMEOUT_SECS"
+    )]
+    upstream_timeout_secs: u64,
     /// Rollouts one reward request may hold at most; more get 400.
     #[arg(long, default_value_t = Limits::default().max_reward_samples, env = "QWEN3GUARD_MAX_REWARD_SAMPLES")]
     max_reward_samples: usize,
@@ -110,6 +144,14 @@ impl ServeArgs {
                 .collect(),
             reward: self.reward,
             helpfulness_url: self.helpfulness_url.clone(),
+            proxy: self.upstream.as_deref().map(|upstream| ProxyConfig {
+                api_key: self.upstream_api_key.clone(),
+                release: self.release,
+                hold_back: self.hold_back,
+                retries: self.intervene,
+                timeout: Duration::from_secs(self.upstream_timeout_secs),
+                ..ProxyConfig::new(upstream)
+            }),
             limits: Limits {
                 max_queue: self.max_queue,
                 max_batch: self.max_batch,

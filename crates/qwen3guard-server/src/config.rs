@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use qwen3guard::{Mode, Precision};
 
+use crate::proxy::ProxyConfig;
 use crate::reward::RewardKind;
 
 /// Everything `serve` needs.
@@ -31,6 +32,8 @@ pub struct ServerConfig {
     /// An OpenRLHF-protocol reward server giving the hybrid reward's helpfulness where a
     /// sample has none.
     pub helpfulness_url: Option<String>,
+    /// The guarded chat proxy's upstream and release settings (`--upstream`).
+    pub proxy: Option<ProxyConfig>,
     /// Queue, session and body limits.
     pub limits: Limits,
 }
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             reward: RewardKind::GuardOnly,
             helpfulness_url: None,
+            proxy: None,
             limits: Limits::default(),
         }
     }

@@ -7,6 +7,8 @@
 //! - [`scheduler`]: one OS thread owning the models and sessions, batching whatever is
 //!   waiting; handlers talk to it over a bounded channel with one-shot replies.
 //! - [`sessions`], [`retokenize`]: open sessions, and text deltas into settled tokens.
+//! - [`proxy`]: the guarded chat proxy in front of an OpenAI-compatible LLM server
+//!   (`--upstream`), and LiteLLM's guardrail API.
 //! - [`reward`]: safety rewards for RL from Gen verdicts (`/v1/reward`, `/get_reward`,
 //!   and `qwen3guard reward` offline).
 //! - [`metrics`], [`config`].
@@ -19,6 +21,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 pub mod retokenize;
 pub mod reward;
 pub mod scheduler;
@@ -40,6 +43,9 @@ pub enum ServeError {
     /// `/get_reward` would need helpfulness values nobody can give.
     #[error("--reward hybrid needs --helpfulness-url: /get_reward bodies carry no helpfulness")]
     HybridWithoutHelpfulness,
+    /// The proxy's flags do not fit together.
+    #[error("{0}")]
+    Proxy(String),
     /// A model failed to load.
     #[error("cannot load {model}: {source}")]
     Load {
@@ -56,6 +62,28 @@ pub enum ServeError {
         /// The reason.
         source: std::io::Error,
     },
+}
+
+/// Refuses proxy settings that cannot work together.
+pub fn check_proxy(config: &ServerConfig) -> Result<(), ServeError> {
+    let Some(proxy) = &config.proxy else {
+        return Ok(());
+    };
+    let problem = if config.stream_model.is_none() {
+        Some("--upstream needs --stream-model: the proxy judges answers with the Stream model")
+    } else if proxy.retries.is_some() && proxy.release == proxy::Release::Async {
+        Some("--intervene needs --release held: text already sent cannot be rolled back")
+    } else if proxy.retries.is_some() && proxy.hold_back == 0 {
+        Some("--intervene needs --hold-back 1 or more, so that no flagged token is sent before the rollback")
+    } else if !(proxy.upstream.starts_with("http://") || proxy.upstream.starts_with("https://")) {
+        Some("--upstream must be an http:// or https:// URL (the upstream's /v1)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(ServeError::Proxy(p.into())),
+        None => Ok(()),
+    }
 }
 
 /// Loads the models `config` names (blocking).
@@ -124,6 +152,7 @@ pub fn serve_until(
     if config.reward == reward::RewardKind::Hybrid && config.helpfulness_url.is_none() {
         return Err(ServeError::HybridWithoutHelpfulness);
     }
+    check_proxy(&config)?;
     let address = format!("{}:{}", config.host, config.port);
     let io = |source| ServeError::Io {
         address: address.clone(),

@@ -59,6 +59,8 @@ struct Inner {
     batches: BTreeMap<&'static str, Histogram>,
     /// Category -> flagged results naming it.
     flagged: BTreeMap<String, u64>,
+    /// Proxy event -> count (wait tokens count tokens).
+    proxy: BTreeMap<&'static str, u64>,
     tokens: u64,
 }
 
@@ -120,6 +122,13 @@ impl Metrics {
         });
     }
 
+    /// `n` proxy events of `kind`: `prompt_refused`, `cut_off`, `retracted`,
+    /// `interventions`, `refused_after_retries`, or `wait_tokens` (tokens generated that
+    /// the client never saw because of rollbacks).
+    pub fn proxy_event(&self, kind: &'static str, n: usize) {
+        self.with(|m| *m.proxy.entry(kind).or_default() += n as u64);
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -167,6 +176,11 @@ impl Metrics {
                     out,
                     "qwen3guard_flagged_total{{category=\"{category}\"}} {n}"
                 );
+            }
+            out.push_str("# HELP qwen3guard_proxy_events_total Guarded-proxy events by kind (wait_tokens counts tokens).\n");
+            out.push_str("# TYPE qwen3guard_proxy_events_total counter\n");
+            for (kind, n) in &m.proxy {
+                let _ = writeln!(out, "qwen3guard_proxy_events_total{{kind=\"{kind}\"}} {n}");
             }
             out.push_str("# HELP qwen3guard_tokens_processed_total Tokens run through a model.\n");
             out.push_str("# TYPE qwen3guard_tokens_processed_total counter\n");

@@ -15,6 +15,18 @@ use crate::http::AppError;
 /// Trailing pieces whose tokens are held back until more text (or the end) arrives.
 const HELD_PIECES: usize = 2;
 
+/// Tokens that became settled, with the character offset (from the start of the whole
+/// text) of the pre-tokenizer piece each belongs to. A piece is about a word: its tokens
+/// all start at or after that offset, and no earlier text belongs to them, which is what a
+/// caller releasing or withholding text around a token needs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The token ids, in order.
+    pub ids: Vec<u32>,
+    /// For each id, where its piece starts, in characters.
+    pub starts: Vec<usize>,
+}
+
 /// The part of a streamed text not yet turned into settled tokens.
 #[derive(Debug, Default, Clone)]
 pub struct Retokenizer {
@@ -35,6 +47,16 @@ impl Retokenizer {
         bytes: &[u8],
         last: bool,
     ) -> Result<Vec<u32>, AppError> {
+        Ok(self.push_located(tokenizer, bytes, last)?.ids)
+    }
+
+    /// [`Self::push`], also telling where in the text each settled token's piece starts.
+    pub fn push_located(
+        &mut self,
+        tokenizer: &PromptTokenizer,
+        bytes: &[u8],
+        last: bool,
+    ) -> Result<Settled, AppError> {
         self.partial.extend_from_slice(bytes);
         let valid = match std::str::from_utf8(&self.partial) {
             Ok(text) => text.len(),
@@ -61,10 +83,20 @@ impl Retokenizer {
             Some(piece) => piece.bytes.start,
             None => self.pending.len(),
         };
-        let ids = pieces[..release]
-            .iter()
-            .flat_map(|p| p.ids.iter().copied())
-            .collect();
+        let mut settled = Settled::default();
+        let (mut chars, mut counted) = (self.settled_chars, 0);
+        for piece in &pieces[..release] {
+            // Offsets fall on character boundaries; `get` keeps a bad one from panicking.
+            chars += self
+                .pending
+                .get(counted..piece.bytes.start)
+                .map_or(0, |s| s.chars().count());
+            counted = counted.max(piece.bytes.start);
+            settled.ids.extend_from_slice(&piece.ids);
+            settled
+                .starts
+                .extend(std::iter::repeat_n(chars, piece.ids.len()));
+        }
         // Piece offsets fall on character boundaries of `pending`; guard anyway.
         let cut = (0..=cut)
             .rev()
@@ -72,7 +104,7 @@ impl Retokenizer {
             .unwrap_or(0);
         self.settled_chars += self.pending[..cut].chars().count();
         self.pending.drain(..cut);
-        Ok(ids)
+        Ok(settled)
     }
 
     /// Characters whose tokens have been released.

@@ -49,6 +49,19 @@ pub enum AppError {
     /// A server this one calls (a helpfulness reward server, an upstream LLM) failed.
     #[error("{0}")]
     Upstream(String),
+    /// The upstream LLM server sent nothing for too long.
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// The upstream LLM server answered an error status: a client error (a wrong model
+    /// name, say) keeps its status, so that the client sees what it would without the
+    /// proxy; a server error is a 502.
+    #[error("{message}")]
+    UpstreamStatus {
+        /// The upstream's status.
+        status: u16,
+        /// What it said.
+        message: String,
+    },
     /// One item of a batch failed; the status is the item's.
     #[error("{place}: {source}")]
     At {
@@ -114,6 +127,19 @@ impl AppError {
                 "model_not_loaded",
             ),
             AppError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
+            AppError::UpstreamTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            AppError::UpstreamStatus { status, .. } => (
+                StatusCode::from_u16(*status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_GATEWAY),
+                "upstream_error",
+                "upstream_status",
+            ),
             AppError::At { source, .. } => source.status(),
             AppError::Engine(e) => match e.kind() {
                 ErrorKind::InvalidInput => (

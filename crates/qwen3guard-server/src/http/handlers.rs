@@ -20,7 +20,7 @@ use crate::validation;
 type Answer = Result<Response, AppError>;
 
 /// The body's bytes; an over-long body is a 413 in the server's error shape.
-pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
+pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
     body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(
             "the request body is larger than the server's --max-body-bytes".into(),
@@ -105,7 +105,7 @@ pub(super) fn gen_name(state: &AppState) -> Result<String, AppError> {
 /// The verdict as `moderate --json` writes it, plus `flagged` under `mode`. An output that
 /// did not parse is judged by its label scores, so that a guard never waves it through
 /// unread.
-fn native(verdict: &qwen3guard::GenVerdict, mode: Mode) -> Native<'_> {
+pub(crate) fn native(verdict: &qwen3guard::GenVerdict, mode: Mode) -> Native<'_> {
     let label = verdict.safety.unwrap_or_else(|| verdict.scores.best());
     Native {
         verdict,

@@ -65,6 +65,9 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/guard" => "/v1/guard",
         "/v1/stream/sessions" => "/v1/stream/sessions",
         "/v1/stream/ws" => "/v1/stream/ws",
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/models" => "/v1/models",
+        "/beta/litellm_basic_guardrail_api" => "/beta/litellm_basic_guardrail_api",
         p if p.starts_with("/v1/stream/sessions/") && p.ends_with("/append") => {
             "/v1/stream/sessions/{id}/append"
         }

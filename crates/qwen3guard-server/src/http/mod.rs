@@ -18,10 +18,13 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::AppError;
+pub(crate) use handlers::{body, native};
 pub use openai::OPENAI_CATEGORIES;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::proxy;
+use crate::proxy::upstream::Upstream;
 use crate::reward::helpfulness::Helpfulness;
 use crate::scheduler::Scheduler;
 
@@ -41,6 +44,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// The client of `--helpfulness-url`, when given.
     pub helpfulness: Option<Helpfulness>,
+    /// The client of the proxy's `--upstream`, when given.
+    pub upstream: Option<Upstream>,
 }
 
 impl AppState {
@@ -48,6 +53,10 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
             helpfulness: config.helpfulness_url.as_deref().map(Helpfulness::new),
+            upstream: config
+                .proxy
+                .as_ref()
+                .map(|p| Upstream::new(p, !config.api_keys.is_empty())),
             scheduler: Arc::new(OnceLock::new()),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -82,6 +91,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/stream/sessions/{id}/append", post(handlers::append))
         .route("/v1/stream/ws", get(ws::upgrade))
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/models", get(proxy::models))
+        .route(
+            "/beta/litellm_basic_guardrail_api",
+            post(proxy::litellm::guardrail),
+        )
         .route("/openapi.json", get(openapi::serve))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)

@@ -151,7 +151,9 @@ pub struct ErrorDetail {
         title = "qwen3guard server",
         description = "Qwen3Guard moderation over HTTP: OpenAI-compatible /v1/moderations, \
             /v1/guard, safety rewards for RL (/v1/reward, OpenRLHF's /get_reward), and \
-            stateful Stream sessions. See docs/SERVER.md and docs/REWARD.md."
+            stateful Stream sessions, and a guarded chat proxy in front of an \
+            OpenAI-compatible LLM (/v1/chat/completions). See docs/SERVER.md, \
+            docs/REWARD.md and docs/PROXY.md."
     ),
     paths(
         handlers::live,
@@ -166,6 +168,9 @@ pub struct ErrorDetail {
         handlers::get_session,
         handlers::delete_session,
         ws::upgrade,
+        crate::proxy::chat_completions,
+        crate::proxy::models,
+        crate::proxy::litellm::guardrail,
         serve,
     ),
     components(schemas(
@@ -192,6 +197,8 @@ pub struct ErrorDetail {
         Opened,
         Appended,
         SessionView,
+        crate::proxy::litellm::GuardrailBody,
+        crate::proxy::litellm::GuardrailAnswer,
     ))
 )]
 pub struct ApiDoc;

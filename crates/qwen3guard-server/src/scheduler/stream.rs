@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{Reply, Worker};
 use crate::http::AppError;
+use crate::retokenize::Settled;
 use crate::sessions::SessionEntry;
 use crate::validation::{AppendInput, AppendRequest, OpenRequest};
 
@@ -26,6 +27,10 @@ pub struct Opened {
 pub struct Appended {
     /// Verdicts of the tokens run by this append (absolute indices).
     pub tokens: Vec<TokenVerdict>,
+    /// For `text` appends, one per token of `tokens`: the character offset in the text
+    /// sent where the token's pre-tokenizer piece (about a word) begins, so that a client
+    /// can tell which text a flag covers. Empty for `token_ids` appends.
+    pub text_offsets: Vec<usize>,
     /// The debounced response verdict so far.
     pub response: ResponseVerdict,
     /// Where the server's policy mode says to stop the stream, if it does.
@@ -68,6 +73,8 @@ pub(super) struct PendingAppend {
     pub(super) id: String,
     entry: SessionEntry,
     ids: Vec<u32>,
+    /// Where each id's text starts (text appends only).
+    starts: Vec<usize>,
     /// State to put back if the model step fails.
     undo: SessionEntryUndo,
     first: usize,
@@ -173,18 +180,25 @@ impl Worker {
             AppendInput::Nothing => entry.text_chars > 0,
         };
         match self.resolve(&mut entry, &request) {
-            Ok(Some(ids)) => Some(PendingAppend {
+            Ok(Some(Settled { ids, starts })) => Some(PendingAppend {
                 first: entry.session.position(),
                 id,
                 entry,
                 ids,
+                starts,
                 undo,
                 text,
                 last: request.last,
                 reply,
             }),
             Ok(None) => {
-                let _ = reply.send(Ok(self.appended(&entry, Vec::new(), text, true)));
+                let _ = reply.send(Ok(self.appended(
+                    &entry,
+                    Vec::new(),
+                    Vec::new(),
+                    text,
+                    true,
+                )));
                 self.store.restore(id, entry);
                 None
             }
@@ -199,12 +213,13 @@ impl Worker {
         }
     }
 
-    /// The ids an append feeds, or `None` for a duplicate.
+    /// The ids an append feeds (with their text offsets for text), or `None` for a
+    /// duplicate.
     fn resolve(
         &self,
         entry: &mut SessionEntry,
         request: &AppendRequest,
-    ) -> Result<Option<Vec<u32>>, AppError> {
+    ) -> Result<Option<Settled>, AppError> {
         let guard = self.stream()?;
         let received = match &request.input {
             AppendInput::Tokens(_) => entry.token_count,
@@ -227,14 +242,17 @@ impl Worker {
                 "the session was finished with `final`; open a new one".into(),
             ));
         }
-        let ids = match &request.input {
+        let settled = match &request.input {
             AppendInput::Tokens(ids) => {
                 if skip >= ids.len() && !ids.is_empty() {
                     return Ok(None);
                 }
                 let new = ids[skip.min(ids.len())..].to_vec();
                 entry.token_count += new.len();
-                new
+                Settled {
+                    ids: new,
+                    starts: Vec::new(),
+                }
             }
             AppendInput::Text(text) => {
                 let chars = text.chars().count();
@@ -244,7 +262,7 @@ impl Worker {
                 let start = text.char_indices().nth(skip).map_or(text.len(), |(b, _)| b);
                 let new = &text[start..];
                 entry.text_chars += new.chars().count();
-                entry.retokenizer.push(
+                entry.retokenizer.push_located(
                     guard.prompter().tokenizer(),
                     new.as_bytes(),
                     request.last,
@@ -256,22 +274,24 @@ impl Worker {
                 }
                 entry
                     .retokenizer
-                    .push(guard.prompter().tokenizer(), &[], true)?
+                    .push_located(guard.prompter().tokenizer(), &[], true)?
             }
         };
-        self.check_cap(entry.session.position() + ids.len())?;
-        Ok(Some(ids))
+        self.check_cap(entry.session.position() + settled.ids.len())?;
+        Ok(Some(settled))
     }
 
     fn appended(
         &self,
         entry: &SessionEntry,
         tokens: Vec<TokenVerdict>,
+        text_offsets: Vec<usize>,
         text: bool,
         duplicate: bool,
     ) -> Appended {
         Appended {
             tokens,
+            text_offsets,
             response: entry.session.verdict(),
             stop: entry.session.stop(self.mode),
             checked_offset: if text {
@@ -324,7 +344,8 @@ impl Worker {
                         .filter(|t| t.index >= pending.first)
                         .cloned()
                         .collect();
-                    let answer = self.appended(&pending.entry, tokens, pending.text, false);
+                    let starts = std::mem::take(&mut pending.starts);
+                    let answer = self.appended(&pending.entry, tokens, starts, pending.text, false);
                     let _ = pending.reply.send(Ok(answer));
                 }
                 Err(e) => {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
