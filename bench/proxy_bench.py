@@ -119,7 +119,9 @@ def read_stream(port, body):
             text = (choice.get("delta") or {}).get("content")
             if text:
                 content += text
-                delays.append(now - chunk["x_sent"])
+                # Chunks the proxy makes itself (a refusal) carry no stamp.
+                if "x_sent" in chunk:
+                    delays.append(now - chunk["x_sent"])
     conn.close()
     return delays, content, guard
 
@@ -169,7 +171,8 @@ def latency(args):
         base = statistics.median(direct)
         for release in ("held", "async"):
             process, port = serve(args.bin, args.stream, args.dtype, uport,
-                                  ["--release", release, "--max-sessions", "256"])
+                                  ["--release", release, "--max-sessions", "256",
+                                   "--mode", args.mode])
             try:
                 concurrent(port, 1, body)  # warm-up
                 runs = concurrent(port, concurrency, body)
@@ -187,7 +190,8 @@ def latency(args):
                 "proxy_p99_ms": round(percentile(delays, 99) * 1000, 2),
                 "added_p50_ms": round((statistics.median(delays) - base) * 1000, 2),
                 "added_p99_ms": round((percentile(delays, 99) - percentile(direct, 99)) * 1000, 2),
-                "complete": all(len(r[1]) > 0 for r in runs),
+                "cut_short": sum(1 for r in runs if (r[2] or {}).get("cut_offset") is not None
+                                 or (r[2] or {}).get("flagged")),
             }), flush=True)
 
 
@@ -235,6 +239,8 @@ def main():
             p.add_argument("--dtype", default="q8")
             p.add_argument("--concurrency", default="1,16")
             p.add_argument("--tokens", type=int, default=64)
+            # Random weights flag at random: loose (Unsafe only) cuts fewer answers short.
+            p.add_argument("--mode", default="loose")
     args = parser.parse_args()
     {"latency": latency, "leakage": leakage}[args.command](args)
 

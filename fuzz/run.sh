@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(render gen_output request_bodies config safetensors retokenize)
+[ ${#targets[@]} -gt 0 ] || targets=(render gen_output request_bodies config safetensors retokenize event_stream)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/qwen3guard"
 export CARGO_TARGET_DIR=${QWEN3GUARD_FUZZ_TARGET:-$cache/fuzz-target}
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -1,4 +1,5 @@
-//! The server's request bodies and WebSocket frames: every body is either a validated
+//! The server's request bodies (the proxy's chat completions among them) and WebSocket
+//! frames: every body is either a validated
 //! request or a 4xx error naming what is wrong; nothing panics. The reward bodies include
 //! OpenRLHF's texts, whose ChatML splitting is also fuzzed directly (two texts separated by
 //! a NUL byte): it either fails with a reason or gives a prompt that ends with the user.
@@ -18,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         validation::reward(data, 8, false).err(),
         validation::reward(data, 8, true).err(),
         validation::get_reward(data, 8).err(),
+        qwen3guard_server::proxy::chat::chat_request(data).err(),
     ];
     for error in checks.into_iter().flatten() {
         let (status, _, _) = error.status();

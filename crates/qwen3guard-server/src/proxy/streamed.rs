@@ -177,7 +177,12 @@ impl Pump {
                     if self.identity.is_none() {
                         self.identity = Some(Identity::of(&chunk));
                     }
-                    let text = self.ledger.push(chunk);
+                    let mut text = self.ledger.push(chunk);
+                    // Behind the upstream (the guard is busy), judge everything already
+                    // received in one append instead of one chunk per step.
+                    while let Some(more) = self.events.next_ready() {
+                        text.push_str(&self.ledger.push(more.map_err(AppError::from)?));
+                    }
                     if !self.held() {
                         let everything = self.ledger.release(self.ledger.end());
                         self.send(everything, None).await?;

@@ -280,6 +280,41 @@ pub struct Events {
 }
 
 impl Events {
+    /// The next chunk if it has already been received (no waiting): a caller that fell
+    /// behind takes what is waiting and judges it in one append. `None` also before
+    /// `[DONE]`, which [`Self::next`] reports.
+    pub fn next_ready(&mut self) -> Option<Result<Value, UpstreamError>> {
+        let payload = self.ready.front()?;
+        if payload.trim() == "[DONE]" {
+            return None;
+        }
+        let payload = self.ready.pop_front()?;
+        Some(self.chunk(&payload))
+    }
+
+    /// One event's payload as a chunk.
+    fn chunk(&mut self, payload: &str) -> Result<Value, UpstreamError> {
+        let chunk = match serde_json::from_str::<Value>(payload) {
+            Ok(chunk @ Value::Object(_)) => chunk,
+            _ => {
+                let start: String = payload.chars().take(80).collect();
+                return Err(UpstreamError::Malformed(format!(
+                    "an event is not a JSON object: {start:?}"
+                )));
+            }
+        };
+        // A stream that reports an error in-band (vLLM, llama.cpp do).
+        if let Some(error) = chunk.get("error") {
+            return Err(UpstreamError::Malformed(format!(
+                "the upstream reported an error mid-stream: {error}"
+            )));
+        }
+        if super::chat::finish_reason(&chunk).is_some() {
+            self.finished = true;
+        }
+        Ok(chunk)
+    }
+
     /// The next chunk, or `None` at the end (`[DONE]`, or the body's end after a finish
     /// reason). A body that ends earlier is [`UpstreamError::Disconnected`].
     pub async fn next(&mut self) -> Result<Option<Value>, UpstreamError> {
@@ -289,25 +324,7 @@ impl Events {
                     self.ended = true;
                     return Ok(None);
                 }
-                let chunk = match serde_json::from_str::<Value>(&payload) {
-                    Ok(chunk @ Value::Object(_)) => chunk,
-                    _ => {
-                        let start: String = payload.chars().take(80).collect();
-                        return Err(UpstreamError::Malformed(format!(
-                            "an event is not a JSON object: {start:?}"
-                        )));
-                    }
-                };
-                // A stream that reports an error in-band (vLLM, llama.cpp do).
-                if let Some(error) = chunk.get("error") {
-                    return Err(UpstreamError::Malformed(format!(
-                        "the upstream reported an error mid-stream: {error}"
-                    )));
-                }
-                if super::chat::finish_reason(&chunk).is_some() {
-                    self.finished = true;
-                }
-                return Ok(Some(chunk));
+                return self.chunk(&payload).map(Some);
             }
             if self.ended {
                 return Ok(None);
