@@ -12,7 +12,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ struct Llama {
 }
 
 impl Llama {
-    fn start(server: &PathBuf, gguf: &PathBuf) -> Self {
+    fn start(server: &Path, gguf: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
