@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::upstream::{content, parse_frames as frames};
 use common::{fixture, TestServer};
 use qwen3guard::{Checkpoint, LoadOptions, StreamGuard};
 use qwen3guard_server::proxy::ProxyConfig;
@@ -117,24 +118,6 @@ fn proxy_for(llama: &Llama) -> TestServer {
 fn body(stream: bool, max_tokens: usize) -> Value {
     json!({"model": "gen-tied", "stream": stream, "max_tokens": max_tokens, "temperature": 0,
            "seed": 1, "messages": [{"role": "user", "content": "Tell me about your day."}]})
-}
-
-/// The data frames of an event-stream body, in order.
-fn frames(text: &str) -> Vec<Value> {
-    text.split("\n\n")
-        .filter_map(|f| f.find("data: ").map(|i| &f[i + 6..]))
-        .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|_| Value::from(d.trim())))
-        .collect()
-}
-
-fn content(frames: &[Value]) -> String {
-    frames
-        .iter()
-        .filter_map(|f| {
-            f.pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-        })
-        .collect()
 }
 
 fn finish(frames: &[Value]) -> Option<String> {

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use common::upstream::{pieces, router, Ending, Script, Step};
+use common::upstream::{content, parse_frames, pieces, router, Ending, Script, Step};
 use common::{Reply, TestServer};
 use qwen3guard::{Checkpoint, Conversation, LoadOptions, Mode, Severity, StreamGuard};
 use qwen3guard_server::proxy::{ProxyConfig, Release};
@@ -80,22 +80,7 @@ fn chat_body(stream: bool) -> Value {
 /// The data frames of an event stream (`[DONE]` as the string "[DONE]").
 fn frames(reply: &Reply) -> Vec<Value> {
     assert_eq!(reply.status, 200, "{}", reply.text());
-    reply
-        .text()
-        .split("\n\n")
-        .filter_map(|f| f.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::from(d)))
-        .collect()
-}
-
-fn content(frames: &[Value]) -> String {
-    frames
-        .iter()
-        .filter_map(|f| {
-            f.pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-        })
-        .collect()
+    parse_frames(&reply.text())
 }
 
 fn last_chunk(frames: &[Value]) -> &Value {

@@ -194,17 +194,29 @@ impl Upstream {
         })
     }
 
-    /// `POST /chat/completions` with `body`, answered as a stream of events.
-    pub async fn stream(&self, client: &HeaderMap, body: &Value) -> Result<Events, UpstreamError> {
+    /// `POST /chat/completions` with `body` and the client's headers; the URL and the
+    /// answer's status line.
+    async fn post_chat(
+        &self,
+        client: &HeaderMap,
+        body: &Value,
+        accept: &'static str,
+    ) -> Result<(String, reqwest::Response), UpstreamError> {
         let url = self.url("chat/completions");
         let request = self
             .client
             .post(&url)
             .headers(self.headers(client))
             .header("content-type", "application/json")
-            .header("accept", "text/event-stream")
+            .header("accept", accept)
             .body(body.to_string());
         let response = self.send(request, &url).await?;
+        Ok((url, response))
+    }
+
+    /// `POST /chat/completions` with `body`, answered as a stream of events.
+    pub async fn stream(&self, client: &HeaderMap, body: &Value) -> Result<Events, UpstreamError> {
+        let (url, response) = self.post_chat(client, body, "text/event-stream").await?;
         Ok(Events {
             response,
             parser: SseParser::default(),
@@ -219,14 +231,7 @@ impl Upstream {
 
     /// `POST /chat/completions` with `body`, answered whole.
     pub async fn complete(&self, client: &HeaderMap, body: &Value) -> Result<Value, UpstreamError> {
-        let url = self.url("chat/completions");
-        let request = self
-            .client
-            .post(&url)
-            .headers(self.headers(client))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        let response = self.send(request, &url).await?;
+        let (url, response) = self.post_chat(client, body, "application/json").await?;
         let bytes = match tokio::time::timeout(self.idle, response.bytes()).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => return Err(self.unreachable(&url, &e)),

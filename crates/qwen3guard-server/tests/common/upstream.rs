@@ -202,3 +202,22 @@ async fn chat(
     )
         .into_response()
 }
+
+/// The data frames of an event-stream body, in order (`[DONE]` as the string "[DONE]").
+pub fn parse_frames(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|f| f.find("data: ").map(|i| &f[i + 6..]))
+        .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|_| Value::from(d.trim())))
+        .collect()
+}
+
+/// The content the frames carry, joined.
+pub fn content(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter_map(|f| {
+            f.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect()
+}
