@@ -463,6 +463,8 @@ fn a_flagged_prompt_is_refused_without_calling_the_upstream() {
         last_chunk(&f)["choices"][0]["finish_reason"],
         "content_filter"
     );
+    assert_eq!(last_chunk(&f)["qwen3guard"]["flagged"], "prompt");
+    checked_offsets_rise(&f);
     assert_eq!(s.script.calls(), 0);
     // Allowed prompts reach the upstream, whose answer is then judged (the random
     // fixture's verdict on it does not matter here).

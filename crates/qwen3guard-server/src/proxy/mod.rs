@@ -171,9 +171,12 @@ fn refusal(state: &AppState, request: &chat::ChatRequest, guard: Value) -> Respo
         completion["qwen3guard"] = guard;
         return Json(completion).into_response();
     }
-    let first = identity.chunk(json!({"role": "assistant", "content": REFUSAL}), None);
+    // Nothing of an answer was judged: every chunk says so, as streamed answers' do.
+    let mut first = identity.chunk(json!({"role": "assistant", "content": REFUSAL}), None);
+    first["qwen3guard"] = json!({"checked_offset": 0});
     let mut last = identity.chunk(json!({}), Some("content_filter"));
     last["qwen3guard"] = guard;
+    last["qwen3guard"]["checked_offset"] = json!(0);
     let body = [
         sse::frame(&first.to_string()),
         sse::frame(&last.to_string()),
