@@ -151,7 +151,6 @@ fn held_release_cuts_exactly_before_the_flagged_pair_for_every_chunking_and_hold
             assert_eq!(verdict["category"], "Violent", "{at}");
             assert_eq!(last["qwen3guard"]["cut_offset"], cut, "{at}");
             checked_offsets_rise(&f);
-            assert_eq!(s.script.dropped.load(Ordering::SeqCst), 0, "{at}");
         }
     }
 }
@@ -507,7 +506,6 @@ fn gen_judges_prompts_and_whole_answers_when_asked() {
             body.to_string().as_bytes(),
         );
         let answer = reply.ok();
-        let calls_before = s.script.calls();
         let prompt_flagged = gen_blocked(&Conversation::from_prompt(prompt, None));
         if prompt_flagged {
             assert_eq!(answer["qwen3guard"]["flagged"], "prompt", "{answer}");
@@ -523,10 +521,10 @@ fn gen_judges_prompts_and_whole_answers_when_asked() {
                 assert_eq!(answer["choices"][0]["message"]["content"], "");
             }
         }
-        outcomes.push((prompt_flagged, calls_before));
+        outcomes.push(prompt_flagged);
     }
     // A prompt Gen allows reaches the upstream; one it flags does not.
-    let allowed = outcomes.iter().filter(|(flagged, _)| !flagged).count();
+    let allowed = outcomes.iter().filter(|flagged| !**flagged).count();
     assert_eq!(s.script.calls(), allowed);
     // Without a Gen model the header is refused rather than ignored.
     let no_gen = setup(vec![], |_| {});

@@ -77,6 +77,42 @@ fn any_chunking_feeds_the_ids_of_the_whole_text() {
 }
 
 #[test]
+fn any_chunking_locates_each_token_where_the_whole_texts_piece_starts() {
+    let guard = stream();
+    let tokenizer = guard.prompter().tokenizer();
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
+    for case in 0..200 {
+        let text = random_text(&mut rng);
+        let expected: Vec<usize> = tokenizer
+            .encode_text_pieces(&text)
+            .unwrap()
+            .iter()
+            .flat_map(|p| {
+                let start = text[..p.bytes.start].chars().count();
+                std::iter::repeat_n(start, p.ids.len())
+            })
+            .collect();
+        let mut retokenizer = Retokenizer::default();
+        let mut starts = Vec::new();
+        for part in random_cuts(&mut rng, text.as_bytes()) {
+            starts.extend(
+                retokenizer
+                    .push_located(tokenizer, part, false)
+                    .unwrap()
+                    .starts,
+            );
+        }
+        starts.extend(
+            retokenizer
+                .push_located(tokenizer, &[], true)
+                .unwrap()
+                .starts,
+        );
+        assert_eq!(starts, expected, "case {case}: {text:?}");
+    }
+}
+
+#[test]
 fn a_broken_character_is_refused_only_at_the_end() {
     let guard = stream();
     let tokenizer = guard.prompter().tokenizer();

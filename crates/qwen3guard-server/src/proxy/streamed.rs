@@ -96,9 +96,9 @@ impl From<AppError> for End {
 }
 
 /// The upstream body that continues `prefix` (an intervention's retry): the instruction
-/// in the system turn, the prefix as a trailing assistant message to continue
-/// (`continue_final_message` for vLLM and SGLang; llama.cpp and Ollama continue a trailing
-/// assistant message by themselves and ignore the fields they do not know).
+/// in the system turn, the prefix as a trailing assistant message to continue (vLLM's
+/// `continue_final_message`; a server that ignores the field may answer afresh after
+/// it).
 pub fn continuation(body: &Map<String, Value>, prefix: &str) -> Value {
     let mut body = body.clone();
     let mut messages = match body.get("messages") {
