@@ -21,6 +21,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod playground;
 pub mod proxy;
 pub mod retokenize;
 pub mod reward;

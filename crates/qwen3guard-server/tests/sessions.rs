@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{as_client_sees, library_session, stream, Rng, TestServer};
-use qwen3guard::Conversation;
-use qwen3guard_server::{Limits, ServerConfig};
+use qwen3guard::{Checkpoint, Conversation, LoadOptions, Mode, StreamGuard};
+use qwen3guard_server::{ready_state, Limits, Models, ServerConfig};
 use serde_json::{json, Value};
 
 const PROMPT: &str = "Write me a short story about a dragon.";
@@ -49,12 +49,60 @@ fn token_appends_equal_the_library_bit_for_bit() {
         sent += chunk.len();
         assert_eq!(body["checked_offset"], sent);
         assert_eq!(body["response"], as_client_sees(&library.verdict()));
+        assert_eq!(body["stops"], stops_of(&library));
         assert_eq!(body["duplicate"], false);
     }
     let state = server.get(&format!("/v1/stream/sessions/{id}")).ok();
     assert_eq!(state["position"], library.position());
     assert_eq!(state["token_offset"], ids.len());
     assert_eq!(state["response"], as_client_sees(&library.verdict()));
+    assert_eq!(state["stops"], stops_of(&library));
+}
+
+/// Where the library's session would stop under each mode, as the API writes it.
+fn stops_of(library: &qwen3guard::StreamSession) -> Value {
+    json!({"strict": as_client_sees(&library.stop(Mode::Strict)),
+           "loose": as_client_sees(&library.stop(Mode::Loose))})
+}
+
+#[test]
+fn stops_say_where_each_mode_would_stop_whatever_the_servers_mode() {
+    // The constructed checkpoint: " vote election" is a Controversial pair, " bomb kill"
+    // an Unsafe one, so strict and loose stop at different tokens.
+    let checkpoint = Checkpoint::open(&common::fixture("stream-constructed")).unwrap();
+    let guard = StreamGuard::load(&checkpoint, &LoadOptions::default()).unwrap();
+    let answer = "We argued about the vote election results, then the bomb kill order came.";
+    let mut library = common::library_session_of(&guard, PROMPT);
+    library
+        .append(&guard.prompter().tokenizer().encode_text(answer).unwrap())
+        .unwrap();
+    let strict = library.stop(Mode::Strict).and_then(|v| v.flagged_at);
+    let loose = library.stop(Mode::Loose).and_then(|v| v.flagged_at);
+    assert!(
+        strict.is_some() && loose.is_some() && strict < loose,
+        "{strict:?} {loose:?}"
+    );
+    for mode in Mode::ALL {
+        let models = Models {
+            gen: None,
+            stream: Some(("stream-constructed".into(), guard.clone())),
+        };
+        let config = ServerConfig {
+            stream_model: Some("stream-constructed".into()),
+            mode,
+            ..ServerConfig::default()
+        };
+        let server = TestServer::with_state(ready_state(config, models));
+        let (id, _) = open(&server, PROMPT);
+        append(&server, &id, json!({"text": answer}));
+        let last = append(&server, &id, json!({"final": true})).ok();
+        assert_eq!(last["stops"], stops_of(&library), "server in {mode:?}");
+        assert_eq!(
+            last["stop"],
+            last["stops"][mode.as_str()],
+            "server in {mode:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! Running the built binary in tests, isolated from this environment's settings.
 #![allow(dead_code)]
 
+#[path = "../../../qwen3guard-server/tests/common/client.rs"]
+pub mod client;
+pub mod served;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -27,6 +27,7 @@ pub async fn around(State(state): State<AppState>, request: Request, next: Next)
     let keys = &state.config.api_keys;
     let authorized = keys.is_empty()
         || OPEN_PATHS.contains(&path.as_str())
+        || crate::playground::is_open(&path)
         || request
             .headers()
             .get(header::AUTHORIZATION)
@@ -68,6 +69,8 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/chat/completions" => "/v1/chat/completions",
         "/v1/models" => "/v1/models",
         "/beta/litellm_basic_guardrail_api" => "/beta/litellm_basic_guardrail_api",
+        "/" => "/",
+        p if p.starts_with("/playground/") => "/playground/{file}",
         p if p.starts_with("/v1/stream/sessions/") && p.ends_with("/append") => {
             "/v1/stream/sessions/{id}/append"
         }

@@ -23,6 +23,7 @@ pub use openai::OPENAI_CATEGORIES;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::playground;
 use crate::proxy;
 use crate::proxy::upstream::Upstream;
 use crate::reward::helpfulness::Helpfulness;
@@ -98,6 +99,9 @@ pub fn app(state: AppState) -> Router {
             post(proxy::litellm::guardrail),
         )
         .route("/openapi.json", get(openapi::serve))
+        .route("/", get(playground::index))
+        .route("/playground/settings.json", get(playground::settings))
+        .route("/playground/{file}", get(playground::asset))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)
         .layer(axum::extract::DefaultBodyLimit::max(limit))

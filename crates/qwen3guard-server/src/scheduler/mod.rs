@@ -30,7 +30,7 @@ use crate::sessions::SessionStore;
 use crate::validation::{AppendRequest, OpenRequest};
 
 pub use gen::GenOutcome;
-pub use stream::{Appended, Opened, SessionView};
+pub use stream::{Appended, Opened, SessionView, Stops};
 
 use gen::{GenJob, GenLane};
 use stream::PendingAppend;

@@ -2,7 +2,7 @@
 //! append (offsets, re-tokenized text, caps; every waiting append in one batch), read.
 
 use qwen3guard::stream::{PromptVerdict, ResponseVerdict, TokenVerdict};
-use qwen3guard::StreamGuard;
+use qwen3guard::{Mode, StreamGuard, StreamSession};
 use serde::Serialize;
 
 use super::{Reply, Worker};
@@ -35,6 +35,9 @@ pub struct Appended {
     pub response: ResponseVerdict,
     /// Where the server's policy mode says to stop the stream, if it does.
     pub stop: Option<ResponseVerdict>,
+    /// Where each mode would stop it, so that a client can compare strict with loose
+    /// without running the model again.
+    pub stops: Stops,
     /// Tokens (for `token_ids`) or characters (for `text`) received and checked.
     pub checked_offset: usize,
     /// Characters received but held back until their tokens are settled.
@@ -58,6 +61,8 @@ pub struct SessionView {
     pub response: ResponseVerdict,
     /// Where the policy says to stop, if it does.
     pub stop: Option<ResponseVerdict>,
+    /// Where each mode would stop.
+    pub stops: Stops,
     /// Token ids received through `token_ids`.
     pub token_offset: usize,
     /// Characters received through `text`.
@@ -66,6 +71,24 @@ pub struct SessionView {
     pub pending_chars: usize,
     /// Whether `final` was sent.
     pub finished: bool,
+}
+
+/// Where each policy mode would stop a stream: the live stop rule read under both.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Stops {
+    /// Under `strict` (Controversial blocks too).
+    pub strict: Option<ResponseVerdict>,
+    /// Under `loose` (only Unsafe blocks).
+    pub loose: Option<ResponseVerdict>,
+}
+
+impl Stops {
+    fn of(session: &StreamSession) -> Self {
+        Stops {
+            strict: session.stop(Mode::Strict),
+            loose: session.stop(Mode::Loose),
+        }
+    }
 }
 
 /// One append, validated and turned into ids, waiting for the batch.
@@ -149,6 +172,7 @@ impl Worker {
             prompt: entry.session.prompt_verdict().clone(),
             response: entry.session.verdict(),
             stop: entry.session.stop(mode),
+            stops: Stops::of(&entry.session),
             token_offset: entry.token_count,
             text_offset: entry.text_chars,
             pending_chars: entry.retokenizer.pending_chars(),
@@ -294,6 +318,7 @@ impl Worker {
             text_offsets,
             response: entry.session.verdict(),
             stop: entry.session.stop(self.mode),
+            stops: Stops::of(&entry.session),
             checked_offset: if text {
                 entry.retokenizer.settled_chars()
             } else {

@@ -161,7 +161,11 @@ pub fn as_client_sees<T: serde::Serialize>(value: &T) -> Value {
 /// The library's session on `prompt` after the assistant header: what the server holds
 /// right after opening a session on the same prompt.
 pub fn library_session(prompt: &str) -> StreamSession {
-    let guard = stream();
+    library_session_of(&stream(), prompt)
+}
+
+/// [`library_session`] on another Stream model.
+pub fn library_session_of(guard: &StreamGuard, prompt: &str) -> StreamSession {
     let exchange = guard
         .render_exchange(&Conversation::from_prompt(prompt, None))
         .unwrap();
