@@ -121,7 +121,15 @@ pub struct ServeArgs {
     /// Request bodies larger than this get 413.
     #[arg(long, default_value_t = Limits::default().max_body_bytes, env = "QWEN3GUARD_MAX_BODY_BYTES")]
     max_body_bytes: usize,
-    /// Seconds shutdown waits for in-flight requests.
+    /// This replica's name, carried in session ids and the `x-qwen3guard-replica`
+    /// header (default: the host name, which is the pod's name on Kubernetes).
+    #[arg(long, default_value_t = host_name(), env = "QWEN3GUARD_REPLICA_ID")]
+    replica_id: String,
+    /// Seconds open stream sessions may go on after SIGTERM (new ones get 503 and
+    /// /health turns 503) before the replica stops; it stops sooner once none is open.
+    #[arg(long, default_value_t = Limits::default().drain.as_secs(), env = "QWEN3GUARD_DRAIN_SECONDS")]
+    drain_seconds: u64,
+    /// Seconds shutdown waits for in-flight requests, after the drain.
     #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs(), env = "QWEN3GUARD_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: u64,
 }
@@ -152,6 +160,7 @@ impl ServeArgs {
                 timeout: Duration::from_secs(self.upstream_timeout_secs),
                 ..ProxyConfig::new(upstream)
             }),
+            replica_id: self.replica_id.clone(),
             limits: Limits {
                 max_queue: self.max_queue,
                 max_batch: self.max_batch,
@@ -160,11 +169,24 @@ impl ServeArgs {
                 session_idle: Duration::from_secs(self.session_idle_secs),
                 max_body_bytes: self.max_body_bytes,
                 max_reward_samples: self.max_reward_samples,
+                drain: Duration::from_secs(self.drain_seconds),
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
                 ..defaults
             },
         }
     }
+}
+
+/// The machine's host name (the pod's name in a Kubernetes pod), or `qwen3guard` where
+/// it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "qwen3guard".into())
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.

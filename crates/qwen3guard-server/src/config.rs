@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub helpfulness_url: Option<String>,
     /// The guarded chat proxy's upstream and release settings (`--upstream`).
     pub proxy: Option<ProxyConfig>,
+    /// This replica's name, carried in its session ids and its `x-qwen3guard-replica`
+    /// header so that routers and clients can tell replicas apart.
+    pub replica_id: String,
     /// Queue, session and body limits.
     pub limits: Limits,
 }
@@ -58,7 +61,10 @@ pub struct Limits {
     pub max_reward_samples: usize,
     /// How long `/health` waits for the scheduler to answer its probe.
     pub probe_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
+    /// How long, after SIGTERM, open stream sessions may go on (new ones are refused)
+    /// before the replica stops; it stops sooner once none is open.
+    pub drain: Duration,
+    /// How long shutdown waits for in-flight requests, after the drain.
     pub shutdown_grace: Duration,
 }
 
@@ -73,6 +79,7 @@ impl Default for Limits {
             max_body_bytes: 4 << 20,
             max_reward_samples: 256,
             probe_timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -91,6 +98,7 @@ impl Default for ServerConfig {
             reward: RewardKind::GuardOnly,
             helpfulness_url: None,
             proxy: None,
+            replica_id: "local".into(),
             limits: Limits::default(),
         }
     }

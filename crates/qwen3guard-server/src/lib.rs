@@ -124,12 +124,7 @@ pub fn load_models(config: &ServerConfig) -> Result<Models, ServeError> {
 /// A state with the scheduler started on `models` (for tests and embedding).
 pub fn ready_state(config: ServerConfig, models: Models) -> AppState {
     let state = AppState::new(config);
-    let scheduler = Scheduler::start(
-        models,
-        &state.config.limits,
-        state.config.mode,
-        state.metrics.clone(),
-    );
+    let scheduler = Scheduler::start(models, &state.config, state.metrics.clone());
     let _ = state.scheduler.set(scheduler);
     state
 }
@@ -141,8 +136,9 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
 
 /// [`serve`], stopping when `stop` resolves instead of on a signal (for embedding).
 ///
-/// Once `stop` resolves, requests still arriving get 503, the listener closes, and the
-/// requests in flight get up to `limits.shutdown_grace` to finish.
+/// Once `stop` resolves the replica drains (see `drain_then_close`); then requests still
+/// arriving get 503, the listener closes, and the requests in flight get up to
+/// `limits.shutdown_grace` to finish.
 pub fn serve_until(
     config: ServerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -168,26 +164,16 @@ pub fn serve_until(
         let loader_state = state.clone();
         std::thread::spawn(move || {
             let result = load_models(&loader_state.config).map(|models| {
-                let scheduler = Scheduler::start(
-                    models,
-                    &loader_state.config.limits,
-                    loader_state.config.mode,
-                    loader_state.metrics.clone(),
-                );
+                let scheduler =
+                    Scheduler::start(models, &loader_state.config, loader_state.metrics.clone());
                 let _ = loader_state.scheduler.set(scheduler);
             });
             let _ = loaded_tx.send(result);
         });
         eprintln!("qwen3guard serve: listening on http://{local} (loading models)");
         let grace = state.config.limits.shutdown_grace;
-        let draining = state.draining.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            stop.await;
-            eprintln!("qwen3guard serve: shutting down, finishing in-flight requests");
-            draining.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = stopped_tx.send(());
-        };
+        let shutdown = drain_then_close(state.clone(), stop, stopped_tx);
         let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
         let loading = async {
             match loaded_rx.await {
@@ -215,6 +201,36 @@ pub fn serve_until(
             }
         }
     })
+}
+
+/// Waits for `stop`, then drains: `/health` turns 503 and new sessions are refused while
+/// open sessions go on, until none is open or `limits.drain` has passed; then requests
+/// still arriving get 503, `stopped` is told (the grace for in-flight requests starts),
+/// and the listener closes. Draining first is what lets a scaled-down replica lose no
+/// session: a router stops sending it new ones as soon as readiness fails.
+async fn drain_then_close(
+    state: AppState,
+    stop: impl std::future::Future<Output = ()>,
+    stopped: tokio::sync::oneshot::Sender<()>,
+) {
+    use std::sync::atomic::Ordering;
+    stop.await;
+    let drain = state.config.limits.drain;
+    eprintln!(
+        "qwen3guard serve: draining: new sessions refused, open ones have up to {}s",
+        drain.as_secs()
+    );
+    state.draining.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + drain;
+    while state.metrics.open_sessions.load(Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = state.metrics.open_sessions.load(Ordering::Relaxed);
+    eprintln!("qwen3guard serve: shutting down ({left} sessions still open), finishing in-flight requests");
+    state.closing.store(true, Ordering::Relaxed);
+    let _ = stopped.send(());
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -43,6 +43,30 @@ impl SessionEntry {
     }
 }
 
+/// `replica` with every character a path segment or a header would need escaped made a
+/// `-`, so that ids stay usable as they are in URLs, headers and router rules.
+pub fn id_safe(replica: &str) -> String {
+    replica
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The replica part of a session id (`ss_<replica>-<process>_<n>`), for a router that
+/// routes by id; `None` for an id not of that shape.
+pub fn replica_of(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("ss_")?;
+    let (replica_process, n) = rest.rsplit_once('_')?;
+    let (replica, _process) = replica_process.rsplit_once('-')?;
+    (!replica.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(replica)
+}
+
 /// Why a session could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full(pub usize);
@@ -57,15 +81,22 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
-    /// An empty store holding at most `max_sessions`, closing those idle for `idle`.
-    pub fn new(max_sessions: usize, idle: Duration) -> Self {
-        // Distinct per process start, so that ids from a restarted replica do not collide.
+    /// An empty store holding at most `max_sessions`, closing those idle for `idle`, whose
+    /// ids name `replica`.
+    pub fn new(max_sessions: usize, idle: Duration, replica: &str) -> Self {
+        // Distinct per process start, so that ids from a restarted replica (same name, new
+        // process) do not collide with those it handed out before.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         SessionStore {
             entries: HashMap::new(),
-            replica: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff),
+            replica: format!(
+                "{}-{:x}{:x}",
+                id_safe(replica),
+                std::process::id(),
+                nanos & 0xffff_ffff
+            ),
             next: 0,
             max_sessions,
             idle,
@@ -78,9 +109,14 @@ impl SessionStore {
             return Err(Full(self.max_sessions));
         }
         self.next += 1;
-        let id = format!("ss_{}_{}", self.replica, self.next);
+        let id = self.id(self.next);
         self.entries.insert(id.clone(), entry);
         Ok(id)
+    }
+
+    /// The id of this replica's `n`-th session.
+    fn id(&self, n: u64) -> String {
+        format!("ss_{}_{n}", self.replica)
     }
 
     /// Takes the session out (to run it in a batch); put it back with [`Self::restore`].
@@ -122,5 +158,27 @@ impl SessionStore {
     /// Whether none is open.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_the_replica_and_stay_url_safe() {
+        let store = SessionStore::new(4, Duration::from_secs(60), "guard-7f/b c");
+        let id = store.id(12);
+        assert!(id.starts_with("ss_guard-7f-b-c-"), "{id}");
+        assert!(id.ends_with("_12"), "{id}");
+        assert_eq!(replica_of(&id), Some("guard-7f-b-c"));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+        let restarted = SessionStore::new(4, Duration::from_secs(60), "guard-7f/b c");
+        assert_eq!(replica_of(&restarted.id(12)), Some("guard-7f-b-c"));
+        assert_eq!(replica_of("ss_nodash_3"), None);
+        assert_eq!(replica_of("ss_a-1_x"), None);
+        assert_eq!(replica_of("other"), None);
     }
 }

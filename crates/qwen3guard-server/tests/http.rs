@@ -501,11 +501,11 @@ fn a_client_that_goes_away_cancels_its_work() {
 }
 
 #[test]
-fn requests_arriving_while_draining_get_503() {
+fn requests_arriving_after_the_drain_get_503() {
     let server = server();
     server
         .state
-        .draining
+        .closing
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let reply = server.post(
         "/v1/guard",

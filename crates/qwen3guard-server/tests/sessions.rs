@@ -382,3 +382,37 @@ fn concurrent_sessions_are_batched_and_equal_their_solo_runs() {
         }
     }
 }
+
+#[test]
+fn a_draining_replica_refuses_new_sessions_and_keeps_its_open_ones() {
+    let server = TestServer::start(ServerConfig {
+        replica_id: "guard-b/2".into(),
+        ..ServerConfig::default()
+    });
+    let (id, _) = open(&server, PROMPT);
+    assert!(id.starts_with("ss_guard-b-2-"), "{id}");
+    let ids = response_ids(RESPONSE);
+    append(&server, &id, json!({"token_ids": &ids[..4]})).ok();
+    server
+        .state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
+    for refused in [
+        server.get("/health"),
+        server.post("/v1/stream/sessions", &open_body(PROMPT)),
+    ] {
+        assert_eq!(refused.error_code(503), "draining");
+        assert_eq!(refused.header("retry-after"), Some("1"));
+        assert_eq!(refused.header("x-qwen3guard-replica"), Some("guard-b-2"));
+    }
+    let mut library = library_session(PROMPT);
+    library.append(&ids[..4]).unwrap();
+    let expected = library.append(&ids[4..]).unwrap().to_vec();
+    let body = append(&server, &id, json!({"token_ids": &ids[4..]})).ok();
+    assert_eq!(body["tokens"], as_client_sees(&expected));
+    server.get(&format!("/v1/stream/sessions/{id}")).ok();
+    server.get("/live").ok();
+    let deleted = server.delete(&format!("/v1/stream/sessions/{id}"));
+    assert!(deleted.status < 300, "{}", deleted.text());
+}

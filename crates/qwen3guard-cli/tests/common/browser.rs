@@ -18,23 +18,11 @@ use crate::common::Scratch;
 
 /// The browser's executable, if there is one.
 pub fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("QWEN3GUARD_CHROMIUM")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let path = std::env::var_os("PATH")?;
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("chromium"))
-                .find(|candidate| candidate.is_file())
-        })
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "under CI, .ci/run must install chromium (or set QWEN3GUARD_CHROMIUM)"
-        );
-        eprintln!("skipped: no chromium (apt-get install chromium, or set QWEN3GUARD_CHROMIUM)");
-    }
-    found
+    crate::common::tool(
+        "QWEN3GUARD_CHROMIUM",
+        "chromium",
+        "apt-get install chromium",
+    )
 }
 
 /// One headless browser with one page attached.

@@ -3,6 +3,7 @@
 
 #[path = "../../../qwen3guard-server/tests/common/client.rs"]
 pub mod client;
+pub mod nginx;
 pub mod served;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,31 @@ pub fn qwen3guard_with(args: &[&str], env: &[(&str, &str)]) -> Output {
         stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
         stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
     }
+}
+
+/// A third-party program a test drives: the path in the variable `var`, else `name` on
+/// the `PATH` or in `/usr/sbin` (where Debian puts daemons). Without one the test says it
+/// is skipped; under CI (`CI` set) a missing program fails it instead, since `.ci/run`
+/// installs them all.
+pub fn tool(var: &str, name: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain([PathBuf::from("/usr/sbin")])
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI, .ci/run must install {name} (or set {var})"
+        );
+        eprintln!("skipped: no {name} ({install}, or set {var})");
+    }
+    found
 }
 
 /// A fresh scratch folder for one test, removed when dropped.

@@ -40,6 +40,10 @@ pub enum AppError {
     /// The scheduler's queue is full; retry shortly.
     #[error("the server is busy ({0} requests queued); retry shortly")]
     Overloaded(usize),
+    /// The replica is draining before it stops: it takes no new sessions (open them on
+    /// another replica); its open ones go on.
+    #[error("this replica is draining before it stops: {0}")]
+    Draining(&'static str),
     /// Models are still loading, the server is shutting down, or the scheduler stopped.
     #[error("{0}")]
     Unavailable(String),
@@ -121,6 +125,11 @@ impl AppError {
                 "unavailable_error",
                 "unavailable",
             ),
+            AppError::Draining(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "draining",
+            ),
             AppError::ModelNotLoaded(_) => (
                 StatusCode::NOT_IMPLEMENTED,
                 "invalid_request_error",
@@ -188,7 +197,7 @@ impl IntoResponse for AppError {
         let status = self.status().0;
         let body = json!({"error": self.body()});
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, AppError::Overloaded(_)) {
+        if matches!(self, AppError::Overloaded(_) | AppError::Draining(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -37,8 +37,14 @@ pub async fn around(State(state): State<AppState>, request: Request, next: Next)
                 keys.iter()
                     .any(|k| constant_time_eq(k.as_bytes(), given.as_bytes()))
             });
-    let mut response = if state.draining.load(Ordering::Relaxed) && path != "/live" {
+    let mut response = if state.closing.load(Ordering::Relaxed) && path != "/live" {
         AppError::Unavailable("the server is shutting down".into()).into_response()
+    } else if state.draining.load(Ordering::Relaxed) && starts_something(&path) {
+        AppError::Draining(match path.as_str() {
+            "/health" => "not ready for new traffic",
+            _ => "open the session on another replica",
+        })
+        .into_response()
     } else if authorized {
         next.run(request).await
     } else {
@@ -47,12 +53,27 @@ pub async fn around(State(state): State<AppState>, request: Request, next: Next)
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    if let Some(replica) = &state.replica {
+        response
+            .headers_mut()
+            .insert("x-qwen3guard-replica", replica.clone());
+    }
     state.metrics.request(
         endpoint_label(&path),
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Whether a draining replica refuses `path`: readiness, and whatever would start a
+/// session that could outlive the drain (a stream session, a WebSocket, a guarded chat).
+/// Appends to, reads of and closes of open sessions go on, and so do one-shot Gen calls.
+fn starts_something(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/v1/stream/sessions" | "/v1/stream/ws" | "/v1/chat/completions"
+    )
 }
 
 /// The route a path belongs to, so that session ids do not become metric labels.

@@ -40,13 +40,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Counter behind generated ids.
     pub counter: Arc<AtomicU64>,
-    /// Set when shutdown starts: requests still arriving get 503 while in-flight ones
-    /// finish.
+    /// Set on SIGTERM: `/health` turns 503 and new sessions are refused, while open
+    /// sessions and other requests go on (see [`crate::serve_until`]).
     pub draining: Arc<AtomicBool>,
+    /// Set when the drain is over: requests still arriving get 503 while in-flight ones
+    /// finish.
+    pub closing: Arc<AtomicBool>,
     /// The client of `--helpfulness-url`, when given.
     pub helpfulness: Option<Helpfulness>,
     /// The client of the proxy's `--upstream`, when given.
     pub upstream: Option<Upstream>,
+    /// The `x-qwen3guard-replica` header every response carries.
+    pub replica: Option<axum::http::HeaderValue>,
 }
 
 impl AppState {
@@ -58,11 +63,16 @@ impl AppState {
                 .proxy
                 .as_ref()
                 .map(|p| Upstream::new(p, !config.api_keys.is_empty())),
+            replica: axum::http::HeaderValue::from_str(&crate::sessions::id_safe(
+                &config.replica_id,
+            ))
+            .ok(),
             scheduler: Arc::new(OnceLock::new()),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             counter: Arc::new(AtomicU64::new(0)),
             draining: Arc::new(AtomicBool::new(false)),
+            closing: Arc::new(AtomicBool::new(false)),
         }
     }
 

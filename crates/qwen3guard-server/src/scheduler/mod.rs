@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use qwen3guard::{Conversation, GenGuard, GenOptions, Mode, StreamGuard};
 use tokio::sync::oneshot;
 
-use crate::config::Limits;
+use crate::config::{Limits, ServerConfig};
 use crate::http::AppError;
 use crate::metrics::Metrics;
 use crate::sessions::SessionStore;
@@ -81,14 +81,16 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the thread owning `models`.
-    pub fn start(models: Models, limits: &Limits, mode: Mode, metrics: Arc<Metrics>) -> Self {
+    /// Starts the thread owning `models`, with the limits, default mode and replica id of
+    /// `config`.
+    pub fn start(models: Models, config: &ServerConfig, metrics: Arc<Metrics>) -> Self {
+        let limits = &config.limits;
         let (tx, rx) = mpsc::sync_channel(limits.max_queue.max(1));
         let worker = Worker {
             models: models.clone(),
-            store: SessionStore::new(limits.max_sessions, limits.session_idle),
+            store: SessionStore::new(limits.max_sessions, limits.session_idle, &config.replica_id),
             limits: limits.clone(),
-            mode,
+            mode: config.mode,
             metrics: metrics.clone(),
         };
         std::thread::Builder::new()
