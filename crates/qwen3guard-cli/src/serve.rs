@@ -75,6 +75,20 @@ pub struct ServeArgs {
     /// the server checks keys of its own).
     #[arg(long, value_name = "KEY", env = "QWEN3GUARD_UPSTREAM_API_KEY")]
     upstream_api_key: Option<String>,
+    /// Guard replicas judging the proxy's answers instead of a Stream model of its own
+    /// (`qwen3guard serve` base URLs, or one router in front of them; repeat the flag or
+    /// separate by commas): sessions keep to one replica and are replayed on another when
+    /// it is lost.
+    #[arg(
+        long = "guard-url",
+        value_name = "URL",
+        env = "QWEN3GUARD_GUARD_URL",
+        value_delimiter = ','
+    )]
+    guard_urls: Vec<String>,
+    /// The bearer key the guard replicas want.
+    #[arg(long, value_name = "KEY", env = "QWEN3GUARD_GUARD_API_KEY")]
+    guard_api_key: Option<String>,
     /// held: text reaches the client once judged, less the hold-back; async: at once,
     /// retracted on a flag.
     #[arg(
@@ -158,6 +172,8 @@ impl ServeArgs {
                 hold_back: self.hold_back,
                 retries: self.intervene,
                 timeout: Duration::from_secs(self.upstream_timeout_secs),
+                guard_urls: self.guard_urls.clone(),
+                guard_api_key: self.guard_api_key.clone(),
                 ..ProxyConfig::new(upstream)
             }),
             replica_id: self.replica_id.clone(),

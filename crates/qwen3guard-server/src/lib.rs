@@ -38,8 +38,8 @@ use qwen3guard::{Checkpoint, GenGuard, LoadOptions, StreamGuard};
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Neither model was given.
-    #[error("give --gen-model, --stream-model or both")]
+    /// Neither model was given (nor, for a proxy, guard replicas to judge with).
+    #[error("give --gen-model, --stream-model or both (or --upstream with --guard-url)")]
     NoModel,
     /// `/get_reward` would need helpfulness values nobody can give.
     #[error("--reward hybrid needs --helpfulness-url: /get_reward bodies carry no helpfulness")]
@@ -70,13 +70,16 @@ pub fn check_proxy(config: &ServerConfig) -> Result<(), ServeError> {
     let Some(proxy) = &config.proxy else {
         return Ok(());
     };
-    let problem = if config.stream_model.is_none() {
-        Some("--upstream needs --stream-model: the proxy judges answers with the Stream model")
+    let url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+    let problem = if config.stream_model.is_none() && proxy.guard_urls.is_empty() {
+        Some("--upstream needs --stream-model or --guard-url: the proxy judges answers with a Stream model, here or on guard replicas")
+    } else if !proxy.guard_urls.iter().all(|u| url(u)) {
+        Some("--guard-url must be http:// or https:// URLs (guard replicas, or a router in front of them)")
     } else if proxy.retries.is_some() && proxy.release == proxy::Release::Async {
         Some("--intervene needs --release held: text already sent cannot be rolled back")
     } else if proxy.retries.is_some() && proxy.hold_back == 0 {
         Some("--intervene needs --hold-back 1 or more, so that no flagged token is sent before the rollback")
-    } else if !(proxy.upstream.starts_with("http://") || proxy.upstream.starts_with("https://")) {
+    } else if !url(&proxy.upstream) {
         Some("--upstream must be an http:// or https:// URL (the upstream's /v1)")
     } else {
         None
@@ -89,9 +92,6 @@ pub fn check_proxy(config: &ServerConfig) -> Result<(), ServeError> {
 
 /// Loads the models `config` names (blocking).
 pub fn load_models(config: &ServerConfig) -> Result<Models, ServeError> {
-    if config.gen_model.is_none() && config.stream_model.is_none() {
-        return Err(ServeError::NoModel);
-    }
     let options = LoadOptions {
         precision: config.precision,
     };
@@ -143,7 +143,11 @@ pub fn serve_until(
     config: ServerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if config.gen_model.is_none() && config.stream_model.is_none() {
+    let remote_guard = config
+        .proxy
+        .as_ref()
+        .is_some_and(|p| !p.guard_urls.is_empty());
+    if config.gen_model.is_none() && config.stream_model.is_none() && !remote_guard {
         return Err(ServeError::NoModel);
     }
     if config.reward == reward::RewardKind::Hybrid && config.helpfulness_url.is_none() {

@@ -93,7 +93,7 @@ impl FromStr for Severity {
 
 /// Probabilities of the three severities (JSON keys `Safe`, `Unsafe`, `Controversial`).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SeverityProbs {
     /// P(Safe).
     #[serde(rename = "Safe")]

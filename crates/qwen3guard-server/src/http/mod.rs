@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::playground;
 use crate::proxy;
+use crate::proxy::remote::RemoteGuard;
 use crate::proxy::upstream::Upstream;
 use crate::reward::helpfulness::Helpfulness;
 use crate::scheduler::Scheduler;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub helpfulness: Option<Helpfulness>,
     /// The client of the proxy's `--upstream`, when given.
     pub upstream: Option<Upstream>,
+    /// The proxy's remote guard replicas (`--guard-url`), when given.
+    pub remote_guard: Option<RemoteGuard>,
     /// The `x-qwen3guard-replica` header every response carries.
     pub replica: Option<axum::http::HeaderValue>,
 }
@@ -63,6 +66,11 @@ impl AppState {
                 .proxy
                 .as_ref()
                 .map(|p| Upstream::new(p, !config.api_keys.is_empty())),
+            remote_guard: config
+                .proxy
+                .as_ref()
+                .filter(|p| !p.guard_urls.is_empty())
+                .map(|p| RemoteGuard::new(&p.guard_urls, p.guard_api_key.clone(), p.timeout)),
             replica: axum::http::HeaderValue::from_str(&crate::sessions::id_safe(
                 &config.replica_id,
             ))

@@ -1,19 +1,28 @@
-//! One answer's Stream session, driven through the scheduler like any client's: the
-//! prompt verdict at open, then text as it arrives (the server's incremental
-//! re-tokenization), and where in the text each judged token begins, which is what the
-//! hold-back and the cut-off are measured in.
+//! One answer's Stream session, driven through the scheduler like any client's (or, with
+//! `--guard-url`, on a remote guard replica: [`super::remote`]): the prompt verdict at
+//! open, then text as it arrives (the server's incremental re-tokenization), and where in
+//! the text each judged token begins, which is what the hold-back and the cut-off are
+//! measured in.
 
 use qwen3guard::stream::{PromptVerdict, ResponseVerdict};
 use qwen3guard::{Conversation, Mode};
 
-use crate::http::AppError;
+use super::remote::RemoteSession;
+use crate::http::{AppError, AppState};
 use crate::scheduler::{Appended, Command, Scheduler};
 use crate::validation::{AppendInput, AppendRequest, OpenRequest};
 
+/// Where the session lives.
+enum Backend {
+    /// On this server's scheduler.
+    Local { scheduler: Scheduler, id: String },
+    /// On a replica of the `--guard-url` pool.
+    Remote(RemoteSession),
+}
+
 /// A session judging one answer.
 pub struct Judge {
-    scheduler: Scheduler,
-    id: String,
+    backend: Backend,
     mode: Mode,
     /// (position, character offset of its piece) of every token judged by appends.
     starts: Vec<(usize, usize)>,
@@ -24,29 +33,44 @@ pub struct Judge {
 }
 
 impl Judge {
-    /// Opens a session on `prompt`, continuing `partial` (already judged text) if given.
+    /// Opens a session on `prompt`, continuing `partial` (already judged text) if given:
+    /// on the `--guard-url` pool when the server has one, else on its own scheduler.
     pub async fn open(
-        scheduler: &Scheduler,
+        state: &AppState,
         prompt: &Conversation,
         partial: Option<String>,
         mode: Mode,
     ) -> Result<Self, AppError> {
         let settled = partial.as_deref().map_or(0, |p| p.chars().count());
-        let request = OpenRequest {
-            prompt: prompt.clone(),
-            partial: partial.filter(|p| !p.is_empty()),
-            thinking: false,
+        let partial = partial.filter(|p| !p.is_empty());
+        let (backend, prompt) = match &state.remote_guard {
+            Some(remote) => {
+                let session = remote.open(prompt, partial).await?;
+                let verdict = session.prompt().cloned().ok_or_else(|| {
+                    AppError::Upstream("the guard opened a session without a prompt verdict".into())
+                })?;
+                (Backend::Remote(session), verdict)
+            }
+            None => {
+                let scheduler = state.scheduler()?.clone();
+                let request = OpenRequest {
+                    prompt: prompt.clone(),
+                    partial,
+                    thinking: false,
+                };
+                let opened = scheduler
+                    .call(|reply| Command::Open(request, reply))
+                    .await?;
+                let id = opened.id;
+                (Backend::Local { scheduler, id }, opened.prompt)
+            }
         };
-        let opened = scheduler
-            .call(|reply| Command::Open(request, reply))
-            .await?;
         Ok(Judge {
-            scheduler: scheduler.clone(),
-            id: opened.id,
+            backend,
             mode,
             starts: Vec::new(),
             settled,
-            prompt: opened.prompt,
+            prompt,
         })
     }
 
@@ -58,23 +82,27 @@ impl Judge {
     /// Judges `text` (the next part of the answer); `last` ends the answer, judging what
     /// was held back.
     pub async fn feed(&mut self, text: String, last: bool) -> Result<Appended, AppError> {
-        let input = match text.is_empty() {
-            true => AppendInput::Nothing,
-            false => AppendInput::Text(text),
-        };
-        if input == AppendInput::Nothing && !last {
+        if text.is_empty() && !last {
             return Err(AppError::Invalid("nothing to judge".into()));
         }
-        let request = AppendRequest {
-            input,
-            offset: None,
-            last,
+        let appended = match &mut self.backend {
+            Backend::Remote(session) => session.append(&text, last).await?,
+            Backend::Local { scheduler, id } => {
+                let input = match text.is_empty() {
+                    true => AppendInput::Nothing,
+                    false => AppendInput::Text(text),
+                };
+                let request = AppendRequest {
+                    input,
+                    offset: None,
+                    last,
+                };
+                let id = id.clone();
+                scheduler
+                    .call(|reply| Command::Append(id, request, reply))
+                    .await?
+            }
         };
-        let id = self.id.clone();
-        let appended = self
-            .scheduler
-            .call(|reply| Command::Append(id, request, reply))
-            .await?;
         self.starts.extend(
             appended
                 .tokens
@@ -126,10 +154,11 @@ impl Judge {
 
     /// Closes the session (its cache is freed now rather than at idle expiry).
     pub async fn close(self) {
-        let id = self.id;
-        let _ = self
-            .scheduler
-            .call(|reply| Command::Delete(id, reply))
-            .await;
+        match self.backend {
+            Backend::Remote(session) => session.close().await,
+            Backend::Local { scheduler, id } => {
+                let _ = scheduler.call(|reply| Command::Delete(id, reply)).await;
+            }
+        }
     }
 }

@@ -81,7 +81,6 @@ pub async fn guardrail(
         }
     };
     let prompt = last_user_text(map.get("request_data")).unwrap_or_else(|| NO_PROMPT.into());
-    let scheduler = state.scheduler()?.clone();
     let mode = state.config.mode;
     for (i, text) in texts
         .iter()
@@ -92,7 +91,7 @@ pub async fn guardrail(
             false => Conversation::from_prompt(text, None),
             true => Conversation::from_prompt(&prompt, None),
         };
-        let mut judge = Judge::open(&scheduler, &conversation, None, mode).await?;
+        let mut judge = Judge::open(&state, &conversation, None, mode).await?;
         let verdict = match response {
             false => judge
                 .prompt_blocked()

@@ -3,8 +3,8 @@
 //!
 //! - [`chat`]: the request and chunk shapes; [`sse`]: event-stream framing;
 //!   [`upstream`]: the client of the LLM server.
-//! - [`judge`]: the answer's Stream session; [`ledger`]: which received text the client
-//!   may see.
+//! - [`judge`]: the answer's Stream session, here or on a remote guard ([`remote`]);
+//!   [`ledger`]: which received text the client may see.
 //! - [`streamed`]: a streamed answer (held or async release, cut-off, rollback and
 //!   retries); [`whole`]: a non-streamed one; [`litellm`]: LiteLLM's guardrail API.
 //!
@@ -16,6 +16,7 @@ pub mod gen_check;
 pub mod judge;
 pub mod ledger;
 pub mod litellm;
+pub mod remote;
 pub mod sse;
 pub mod streamed;
 pub mod upstream;
@@ -76,6 +77,11 @@ pub struct ProxyConfig {
     pub retries: Option<usize>,
     /// Longest wait for the upstream's next bytes (and for its connection).
     pub timeout: Duration,
+    /// Guard replicas (`qwen3guard serve` base URLs, or one router in front of them) that
+    /// judge the answers instead of an in-process Stream model; empty: judge here.
+    pub guard_urls: Vec<String>,
+    /// The bearer key the guard replicas want.
+    pub guard_api_key: Option<String>,
 }
 
 /// The default hold-back: one token, the least that keeps the first token of a
@@ -92,6 +98,8 @@ impl ProxyConfig {
             hold_back: DEFAULT_HOLD_BACK,
             retries: None,
             timeout: Duration::from_secs(120),
+            guard_urls: Vec::new(),
+            guard_api_key: None,
         }
     }
 }
@@ -135,8 +143,7 @@ pub async fn chat_completions(
     configured(&state)?;
     let request = chat_request(&crate::http::body(raw)?)?;
     let gen = gen_check::asked(&state, &headers)?;
-    let scheduler = state.scheduler()?.clone();
-    let judge = Judge::open(&scheduler, &request.prompt, None, state.config.mode).await?;
+    let judge = Judge::open(&state, &request.prompt, None, state.config.mode).await?;
     let mut guard = None;
     if judge.prompt_blocked() {
         guard = Some(json!({"flagged": "prompt", "prompt": chat::as_value(&judge.prompt)}));

@@ -240,9 +240,8 @@ impl Pump {
         self.send(kept, None).await?;
         let prefix = self.ledger.judged_before(cut);
         let content = self.ledger.field_before(cut, true);
-        let scheduler = self.state.scheduler()?.clone();
         let mode = self.judge.mode();
-        let fresh = Judge::open(&scheduler, &self.request.prompt, Some(prefix), mode).await?;
+        let fresh = Judge::open(&self.state, &self.request.prompt, Some(prefix), mode).await?;
         std::mem::replace(&mut self.judge, fresh).close().await;
         let body = continuation(&self.request.body, &content);
         self.events = tokio::select! {

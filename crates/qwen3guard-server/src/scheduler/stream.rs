@@ -3,7 +3,7 @@
 
 use qwen3guard::stream::{PromptVerdict, ResponseVerdict, TokenVerdict};
 use qwen3guard::{Mode, StreamGuard, StreamSession};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Reply, Worker};
 use crate::http::AppError;
@@ -12,7 +12,7 @@ use crate::sessions::SessionEntry;
 use crate::validation::{AppendInput, AppendRequest, OpenRequest};
 
 /// A session just opened.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Opened {
     /// Its id.
     pub id: String,
@@ -23,7 +23,7 @@ pub struct Opened {
 }
 
 /// What an append did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Appended {
     /// Verdicts of the tokens run by this append (absolute indices).
     pub tokens: Vec<TokenVerdict>,
@@ -74,7 +74,7 @@ pub struct SessionView {
 }
 
 /// Where each policy mode would stop a stream: the live stop rule read under both.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stops {
     /// Under `strict` (Controversial blocks too).
     pub strict: Option<ResponseVerdict>,

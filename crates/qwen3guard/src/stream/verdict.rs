@@ -1,7 +1,7 @@
 //! What a Stream session reports: per-token verdicts, the prompt verdict, the debounced
 //! response verdict.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{Severity, SeverityProbs};
 
@@ -10,7 +10,7 @@ pub type RiskProbs = SeverityProbs;
 
 /// The verdict of the response heads at one position.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenVerdict {
     /// Position in the whole rendered conversation.
     pub index: usize,
@@ -33,7 +33,7 @@ pub struct TokenVerdict {
 
 /// The query heads' verdict on the prompt, read at the `<|im_end|>` closing the user turn.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PromptVerdict {
     /// Most probable risk level.
     pub risk_level: Severity,
@@ -52,7 +52,7 @@ pub struct PromptVerdict {
 
 /// The debounced verdict on the response so far (the official evaluation's rule).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResponseVerdict {
     /// Unsafe if a pair of consecutive Unsafe tokens occurred, else Controversial if a
     /// pair of consecutive Controversial tokens did, else Safe.
