@@ -63,7 +63,8 @@ enum Command {
     /// Write a checkpoint of a published shape with random weights, for benchmarks.
     MakeRandom(random::RandomArgs),
     /// Serve OpenAI-compatible moderation and streaming sessions over HTTP (docs/SERVER.md).
-    Serve(serve::ServeArgs),
+    // Boxed: its many flags would make every other command's value as large.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Keeps freed tensor buffers in the process instead of returning them to the kernel.
