@@ -219,7 +219,10 @@ fn every_backend_failure_has_its_status_and_the_server_stays_healthy() {
             assert_eq!(error["code"], code, "{case:?}: {error}");
             let text = error["message"].as_str().unwrap();
             assert!(text.contains(message), "{case:?}: {text}");
-            assert!(text.contains(&url), "{case:?} names the backend: {text}");
+            assert!(
+                text.contains(&url) && text.contains("Gen backend"),
+                "{case:?} names the backend: {text}"
+            );
         }
         assert_eq!(server.get("/health").status, 200, "{case:?}");
     }
@@ -229,7 +232,11 @@ fn every_backend_failure_has_its_status_and_the_server_stays_healthy() {
     assert_eq!(reply.status, 502, "{}", reply.text());
     let error = &reply.json()["error"];
     assert_eq!(error["code"], "upstream_error");
-    assert!(error["message"].as_str().unwrap().contains(&url), "{error}");
+    let text = error["message"].as_str().unwrap();
+    assert!(
+        text.contains(&url) && text.contains("Gen backend"),
+        "{text}"
+    );
     let health = server.get("/health");
     assert_eq!(health.status, 503);
     assert!(health.text().contains("Gen backend"), "{}", health.text());

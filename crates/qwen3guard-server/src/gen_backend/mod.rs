@@ -317,10 +317,8 @@ impl GenBackend {
             .post("completions", &body)
             .await
             .map_err(|e| self.named(e))?;
-        Ok(wire::parse(
-            &format!("{}/v1/completions", inner.url),
-            &answer,
-        )?)
+        let source = format!("the Gen backend's {}/v1/completions", inner.url);
+        Ok(wire::parse(&source, &answer)?)
     }
 
     /// The generated ids as the in-process engine holds them: the server's ids (else the
@@ -381,17 +379,19 @@ impl GenBackend {
             .decode(&[id], false)?)
     }
 
-    /// An error status named as the Gen backend's (the proxy's message says "upstream").
+    /// A failure of the backend, named as the Gen backend's (the proxy's messages say
+    /// "upstream"), with the proxy's statuses.
     fn named(&self, e: UpstreamError) -> AppError {
+        let url = &self.inner.url;
         match e {
             UpstreamError::Status { status, body } => AppError::UpstreamStatus {
                 status,
-                message: format!(
-                    "the Gen backend {} answered {status}: {body}",
-                    self.inner.url
-                ),
+                message: format!("the Gen backend {url} answered {status}: {body}"),
             },
-            e => e.into(),
+            UpstreamError::Timeout { .. } => {
+                AppError::UpstreamTimeout(format!("the Gen backend {url} failed: {e}"))
+            }
+            e => AppError::Upstream(format!("the Gen backend {url} failed: {e}")),
         }
     }
 
