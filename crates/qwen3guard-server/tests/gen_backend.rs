@@ -11,6 +11,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use common::llama::{built, paths, Llama};
 use common::{fixture, TestServer};
+use qwen3guard::gen::GenSpec;
+use qwen3guard::Checkpoint;
 use qwen3guard_server::gen_backend::GenBackendConfig;
 use qwen3guard_server::{load_models, ready_state, ServerConfig};
 use serde_json::{json, Value};
@@ -157,16 +160,38 @@ fn a_backend_with_no_label_in_its_top_list_gets_502() {
 /// What the scripted backend answers to completions.
 #[derive(Clone, Copy, Debug)]
 enum Script {
+    /// After 300 ms, one generated token `id`, the only one of its top list.
+    Token(u32),
     Slow,
     NotJson,
     NoLogprobs,
     Status(u16),
 }
 
-fn scripted(script: Arc<Mutex<Script>>) -> TestServer {
-    async fn completions(State(script): State<Arc<Mutex<Script>>>) -> axum::response::Response {
-        let now = *script.lock().unwrap();
+/// The scripted backend's state: its script, and the most completions it had in flight
+/// at once.
+struct Backend {
+    script: Mutex<Script>,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+}
+
+fn scripted(backend: Arc<Backend>) -> TestServer {
+    async fn completions(State(backend): State<Arc<Backend>>) -> axum::response::Response {
+        let now = *backend.script.lock().unwrap();
         match now {
+            Script::Token(id) => {
+                let n = backend.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                backend.most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let token = json!({"id": id, "token": "?", "logprob": 0.0});
+                let mut position = token.clone();
+                position["top_logprobs"] = json!([token]);
+                axum::Json(json!({"choices": [{"text": "?", "finish_reason": "length",
+                    "logprobs": {"content": [position]}}]}))
+                .into_response()
+            }
             Script::Slow => {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 "{}".into_response()
@@ -188,13 +213,44 @@ fn scripted(script: Arc<Mutex<Script>>) -> TestServer {
             get(|| async { axum::Json(json!({"data": [{"id": "scripted"}]})) }),
         )
         .route("/v1/completions", post(completions))
-        .with_state(script);
+        .with_state(backend);
     TestServer::with_router(router)
+}
+
+fn backend(script: Script) -> Arc<Backend> {
+    Arc::new(Backend {
+        script: Mutex::new(script),
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    })
+}
+
+/// The inputs of one `/v1/moderations` go to the backend together, not one by one.
+#[test]
+fn requests_run_concurrently_on_the_backend() {
+    let dir = fixture("gen-tied");
+    let spec = GenSpec::load(&Checkpoint::open(&dir).unwrap()).unwrap();
+    let [safe, _, _] = spec.label_ids();
+    let scripted_backend = backend(Script::Token(safe));
+    let backend_server = scripted(scripted_backend.clone());
+    let server = remote(
+        &dir,
+        &format!("http://{}", backend_server.addr),
+        Duration::from_secs(10),
+    );
+    let inputs = json!({"input": ["a", "b", "c", "d"]});
+    let answer = server.post("/v1/moderations", &inputs).ok();
+    for result in answer["results"].as_array().unwrap() {
+        // The label token was the whole top list: Safe with probability 1.
+        assert_eq!(result["qwen3guard"]["scores"]["Safe"], 1.0, "{result}");
+    }
+    let most = scripted_backend.most.load(Ordering::SeqCst);
+    assert!(most >= 4, "at most {most} completions in flight");
 }
 
 #[test]
 fn every_backend_failure_has_its_status_and_the_server_stays_healthy() {
-    let script = Arc::new(Mutex::new(Script::NotJson));
+    let script = backend(Script::NotJson);
     let backend = scripted(script.clone());
     let url = format!("http://{}", backend.addr);
     let server = remote(&fixture("gen-tied"), &url, Duration::from_secs(1));
@@ -207,7 +263,7 @@ fn every_backend_failure_has_its_status_and_the_server_stays_healthy() {
         (Script::Status(400), 400, "upstream_status", "400"),
     ];
     for (case, status, code, message) in cases {
-        *script.lock().unwrap() = case;
+        *script.script.lock().unwrap() = case;
         for path in ["/v1/guard", "/v1/moderations"] {
             let body = match path {
                 "/v1/guard" => body.clone(),
