@@ -7,7 +7,8 @@ keep-alive HTTP/1.1 connections, standard library only. Prints one JSON object p
   serve_load.py overhead --url URL [--requests 21]   (the request `qwen3guard bench` times)
   serve_load.py gen    --url URL [--verdict-only] [--max-new-tokens 8] --concurrency 1,8,32 --requests N
   serve_load.py llama  --url URL --ids FILE.jsonl [--n-predict 8] --concurrency 1,8,32 --requests N
-  serve_load.py stream --url URL --sessions 1,32 --tokens N
+  serve_load.py stream --url URL --sessions 1,32 --tokens N   (each session sends its own x-qwen3guard-session, for routers)
+  serve_load.py replay --url URL --lengths 128,1024,4096 [--runs 3]   (re-opening a lost session: one prefill)
   serve_load.py churn  --url URL --pid PID --requests N --sessions N [--step N] [--warmup N] [--rest S]  (resident memory)
   serve_load.py prompts --count N          (the prompts, one JSON string per line)
 
@@ -43,13 +44,14 @@ class Client:
         self.timeout = timeout
         self.conn = None
 
-    def post(self, path, body):
+    def post(self, path, body, headers=None):
         data = json.dumps(body).encode()
+        headers = {"content-type": "application/json", **(headers or {})}
         for attempt in range(2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self.conn.request("POST", path, data, {"content-type": "application/json"})
+                self.conn.request("POST", path, data, headers)
                 response = self.conn.getresponse()
                 payload = response.read()
                 return response.status, payload
@@ -161,10 +163,11 @@ def run_stream(args):
         per_token, errors = [], []
         barrier = threading.Barrier(sessions + 1)
 
-        def worker():
+        def worker(i):
             client = Client(args.url)
+            key = {"x-qwen3guard-session": f"bench-{sessions}-{i}"}
             status, payload = client.post("/v1/stream/sessions", {"messages": [
-                {"role": "user", "content": "Tell me a story about a dragon."}]})
+                {"role": "user", "content": "Tell me a story about a dragon."}]}, key)
             sid = json.loads(payload)["id"] if status == 201 else None
             barrier.wait()
             if sid is None:
@@ -173,14 +176,14 @@ def run_stream(args):
             for n in range(args.tokens):
                 started = time.perf_counter()
                 status, _ = client.post(f"/v1/stream/sessions/{sid}/append",
-                                        {"token_ids": [token], "offset": n})
+                                        {"token_ids": [token], "offset": n}, key)
                 elapsed = time.perf_counter() - started
                 with lock:
                     (per_token.append(elapsed) if status == 200 else errors.append(status))
-            client.conn.request("DELETE", f"/v1/stream/sessions/{sid}")
+            client.conn.request("DELETE", f"/v1/stream/sessions/{sid}", headers=key)
             client.conn.getresponse().read()
 
-        threads = [threading.Thread(target=worker) for _ in range(sessions)]
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(sessions)]
         for t in threads:
             t.start()
         barrier.wait()
@@ -193,6 +196,30 @@ def run_stream(args):
                           "tokens_per_s": round(len(per_token) / wall, 2),
                           "p50_ms": round(1000 * percentile(per_token, 0.5), 1),
                           "p99_ms": round(1000 * percentile(per_token, 0.99), 1)}), flush=True)
+
+
+def run_replay(args):
+    """What re-opening a lost session costs: an open with the conversation and a partial
+    response of about N tokens (words of one token each), timed to its answer."""
+    client = Client(args.url)
+    for length in args.lengths:
+        partial = " ".join(f"w{i % 10}" for i in range(length // 2))
+        body = {"messages": [{"role": "user", "content": "Tell me a story about a dragon."},
+                             {"role": "assistant", "content": partial}]}
+        times, tokens = [], None
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            status, payload = client.post("/v1/stream/sessions", body)
+            times.append(time.perf_counter() - started)
+            if status != 201:
+                raise SystemExit(f"open answered {status}: {payload[:200]}")
+            opened = json.loads(payload)
+            tokens = len(opened["tokens"])
+            client.conn.request("DELETE", f"/v1/stream/sessions/{opened['id']}")
+            client.conn.getresponse().read()
+        print(json.dumps({"server": "qwen3guard", "partial_tokens": tokens, "runs": args.runs,
+                          "median_s": round(statistics.median(times), 3),
+                          "tokens_per_s": round(tokens / statistics.median(times), 1)}), flush=True)
 
 
 def rss_mib(pid):
@@ -274,6 +301,10 @@ def main():
     s.add_argument("--url", required=True)
     s.add_argument("--sessions", type=counts, default=[1, 32])
     s.add_argument("--tokens", type=int, default=32)
+    r = sub.add_parser("replay")
+    r.add_argument("--url", required=True)
+    r.add_argument("--lengths", type=counts, default=[128, 1024, 4096])
+    r.add_argument("--runs", type=int, default=3)
     c = sub.add_parser("churn")
     c.add_argument("--url", required=True)
     c.add_argument("--pid", type=int, required=True)
@@ -289,7 +320,8 @@ def main():
         for text in prompts(args.count):
             print(json.dumps(text))
         return
-    {"gen": run_gen, "overhead": run_overhead, "llama": run_llama, "stream": run_stream, "churn": run_churn}[args.mode](args)
+    {"gen": run_gen, "overhead": run_overhead, "llama": run_llama, "stream": run_stream,
+     "replay": run_replay, "churn": run_churn}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use qwen3guard::{Mode, Precision};
+use qwen3guard_server::gen_backend::GenBackendConfig;
 use qwen3guard_server::proxy::{parse_intervene, ProxyConfig, Release, DEFAULT_HOLD_BACK};
 use qwen3guard_server::reward::RewardKind;
 use qwen3guard_server::{Limits, ServerConfig};
@@ -19,6 +20,33 @@ pub struct ServeArgs {
     /// Gen checkpoint (directory or Hub repo id): `/v1/moderations` and `/v1/guard`.
     #[arg(long, value_name = "DIR|REPO", env = "QWEN3GUARD_GEN_MODEL")]
     gen_model: Option<String>,
+    /// Run Gen's forward passes on this OpenAI-compatible completions server (vLLM,
+    /// SGLang, llama-server; its base URL, without `/v1`) instead of in-process:
+    /// `--gen-model` then only gives the tokenizer, template and config. See
+    /// docs/DEPLOY.md.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "gen_model",
+        env = "QWEN3GUARD_GEN_BACKEND"
+    )]
+    gen_backend: Option<String>,
+    /// The `model` field sent to the Gen backend (default: the first of its
+    /// `GET /v1/models`).
+    #[arg(long, value_name = "NAME", env = "QWEN3GUARD_GEN_BACKEND_MODEL")]
+    gen_backend_model: Option<String>,
+    /// The bearer key the Gen backend wants.
+    #[arg(long, value_name = "KEY", env = "QWEN3GUARD_GEN_BACKEND_API_KEY")]
+    gen_backend_api_key: Option<String>,
+    /// Seconds the Gen backend may take to connect and to answer each completion
+    /// (then 504 upstream_timeout).
+    #[arg(
+        long,
+        default_value_t = 60,
+        value_name = "SECS",
+        env = "QWEN3GUARD_GEN_BACKEND_TIMEOUT_SECS"
+    )]
+    gen_backend_timeout_secs: u64,
     /// Stream checkpoint (directory or Hub repo id): `/v1/stream/...`.
     #[arg(long, value_name = "DIR|REPO", env = "QWEN3GUARD_STREAM_MODEL")]
     stream_model: Option<String>,
@@ -153,6 +181,12 @@ impl ServeArgs {
         let defaults = Limits::default();
         ServerConfig {
             gen_model: self.gen_model.clone(),
+            gen_backend: self.gen_backend.as_deref().map(|url| GenBackendConfig {
+                model: self.gen_backend_model.clone(),
+                api_key: self.gen_backend_api_key.clone(),
+                timeout: Duration::from_secs(self.gen_backend_timeout_secs),
+                ..GenBackendConfig::new(url)
+            }),
             stream_model: self.stream_model.clone(),
             host: self.host.clone(),
             port: self.port,

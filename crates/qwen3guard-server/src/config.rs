@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use qwen3guard::{Mode, Precision};
 
+use crate::gen_backend::GenBackendConfig;
 use crate::proxy::ProxyConfig;
 use crate::reward::RewardKind;
 
@@ -15,6 +16,9 @@ use crate::reward::RewardKind;
 pub struct ServerConfig {
     /// Gen checkpoint (directory or Hub repo id), for `/v1/moderations` and `/v1/guard`.
     pub gen_model: Option<String>,
+    /// A remote completions server running Gen's forward passes (`--gen-backend`);
+    /// `gen_model` then names the checkpoint whose tokenizer and template are used.
+    pub gen_backend: Option<GenBackendConfig>,
     /// Stream checkpoint, for `/v1/stream/...`.
     pub stream_model: Option<String>,
     /// Address to bind.
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             gen_model: None,
+            gen_backend: None,
             stream_model: None,
             host: "127.0.0.1".into(),
             port: 8080,

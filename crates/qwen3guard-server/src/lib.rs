@@ -9,6 +9,8 @@
 //! - [`sessions`], [`retokenize`]: open sessions, and text deltas into settled tokens.
 //! - [`proxy`]: the guarded chat proxy in front of an OpenAI-compatible LLM server
 //!   (`--upstream`), and LiteLLM's guardrail API.
+//! - [`gen_backend`]: Gen's forward passes on a remote completions server
+//!   (`--gen-backend`), rendering, parsing and scores kept here.
 //! - [`reward`]: safety rewards for RL from Gen verdicts (`/v1/reward`, `/get_reward`,
 //!   and `qwen3guard reward` offline).
 //! - [`metrics`], [`config`].
@@ -19,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod gen_backend;
 pub mod http;
 pub mod metrics;
 pub mod playground;
@@ -31,13 +34,18 @@ pub mod validation;
 
 pub use config::{Limits, ServerConfig};
 pub use http::{app, AppError, AppState};
-pub use scheduler::{Models, Scheduler};
+pub use scheduler::{GenEngine, Models, Scheduler};
 
+use gen_backend::GenBackend;
+use qwen3guard::gen::GenSpec;
 use qwen3guard::{Checkpoint, GenGuard, LoadOptions, StreamGuard};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// `--gen-backend` without the checkpoint whose tokenizer and template it needs.
+    #[error("--gen-backend needs --gen-model DIR: its tokenizer, template and config render the prompts")]
+    BackendWithoutModel,
     /// Neither model was given (nor, for a proxy, guard replicas to judge with).
     #[error("give --gen-model, --stream-model or both (or --upstream with --guard-url)")]
     NoModel,
@@ -54,6 +62,14 @@ pub enum ServeError {
         model: String,
         /// The engine's reason.
         source: qwen3guard::Error,
+    },
+    /// The remote Gen backend does not answer, or lists no model.
+    #[error("the Gen backend {url} is not usable: {source}")]
+    GenBackend {
+        /// Its URL.
+        url: String,
+        /// Why.
+        source: proxy::upstream::UpstreamError,
     },
     /// The address could not be bound or serving failed.
     #[error("cannot serve on {address}: {source}")]
@@ -92,6 +108,9 @@ pub fn check_proxy(config: &ServerConfig) -> Result<(), ServeError> {
 
 /// Loads the models `config` names (blocking).
 pub fn load_models(config: &ServerConfig) -> Result<Models, ServeError> {
+    if config.gen_backend.is_some() && config.gen_model.is_none() {
+        return Err(ServeError::BackendWithoutModel);
+    }
     let options = LoadOptions {
         precision: config.precision,
     };
@@ -99,15 +118,29 @@ pub fn load_models(config: &ServerConfig) -> Result<Models, ServeError> {
         let model = model.to_string();
         move |source| ServeError::Load { model, source }
     };
-    let gen = match &config.gen_model {
-        Some(spec) => {
+    let gen = match (&config.gen_model, &config.gen_backend) {
+        (Some(spec), Some(backend)) => {
+            // Only the tokenizer, template and config: the weights are the backend's.
+            let gen_spec = Checkpoint::resolve(spec, false)
+                .and_then(|c| GenSpec::load(&c))
+                .map_err(load_err(spec))?;
+            let remote =
+                GenBackend::connect(backend, gen_spec, &config.limits).map_err(|source| {
+                    ServeError::GenBackend {
+                        url: backend.url.clone(),
+                        source,
+                    }
+                })?;
+            Some((spec.clone(), GenEngine::Remote(remote)))
+        }
+        (Some(spec), None) => {
             let guard = Checkpoint::resolve(spec, false)
                 .and_then(|c| GenGuard::load(&c, &options))
                 .map_err(load_err(spec))?;
             guard.warm_up();
-            Some((spec.clone(), guard))
+            Some((spec.clone(), GenEngine::Local(guard)))
         }
-        None => None,
+        (None, _) => None,
     };
     let stream = match &config.stream_model {
         Some(spec) => Some((

@@ -12,90 +12,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::llama::{built, Llama};
 use common::upstream::{content, parse_frames as frames};
 use common::{fixture, TestServer};
 use qwen3guard::{Checkpoint, LoadOptions, StreamGuard};
 use qwen3guard_server::proxy::ProxyConfig;
 use qwen3guard_server::{ready_state, Models, ServerConfig};
 use serde_json::{json, Value};
-
-fn built() -> Option<(PathBuf, PathBuf)> {
-    let found = (|| {
-        let server = PathBuf::from(std::env::var_os("QWEN3GUARD_LLAMA_SERVER")?);
-        let gguf = PathBuf::from(std::env::var_os("QWEN3GUARD_LLAMA_GGUF")?);
-        (server.exists() && gguf.exists()).then_some((server, gguf))
-    })();
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "under CI, .ci/run must build llama-server (QWEN3GUARD_LLAMA_SERVER, QWEN3GUARD_LLAMA_GGUF)"
-        );
-        eprintln!("skipped: no llama-server (run .ci/llama-upstream and set QWEN3GUARD_LLAMA_*)");
-    }
-    found
-}
-
-/// A running llama-server, killed when dropped.
-struct Llama {
-    child: Child,
-    port: u16,
-}
-
-impl Llama {
-    fn start(server: &Path, gguf: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(server)
-            .args(["-m", gguf.to_str().unwrap(), "--host", "127.0.0.1"])
-            .args([
-                "--port",
-                &port.to_string(),
-                "-c",
-                "4096",
-                "-t",
-                "2",
-                "-np",
-                "1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("llama-server starts");
-        let llama = Llama { child, port };
-        let start = Instant::now();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let ready = || {
-            std::net::TcpStream::connect(addr).is_ok()
-                && common::request(addr, "GET", "/health", &[], b"").status == 200
-        };
-        while !ready() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "llama-server not ready"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        llama
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-}
-
-impl Drop for Llama {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn proxy_for(llama: &Llama) -> TestServer {
     let checkpoint = Checkpoint::open(&fixture("stream-constructed")).unwrap();

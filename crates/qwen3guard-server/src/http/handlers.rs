@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::openai::{Moderation, ModerationResult, Native};
 use super::openapi::{AppendBody, ErrorBody, GuardBody, ModerationBody, OpenBody};
 use super::{AppError, AppState};
-use crate::scheduler::{answer, Appended, Command, Opened, SessionView};
+use crate::scheduler::{answer, Appended, Command, GenEngine, Opened, SessionView};
 use crate::validation;
 
 type Answer = Result<Response, AppError>;
@@ -36,8 +36,9 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "alive"}))
 }
 
-/// `GET /health`: 200 once the models are loaded and the scheduler answers a probe in
-/// time, naming the models and the kernels' instruction set; 503 otherwise.
+/// `GET /health`: 200 once the models are loaded and the scheduler (and the remote Gen
+/// backend, if any) answers a probe in time, naming the models and the kernels'
+/// instruction set; 503 otherwise.
 #[utoipa::path(get, path = "/health", tag = "probes", responses(
     (status = 200, description = "Models loaded and the scheduler answers"),
     (status = 503, description = "Loading, stuck or stopped", body = ErrorBody)))]
@@ -54,6 +55,13 @@ pub async fn health(State(state): State<AppState>) -> Answer {
         }
     }
     let models = scheduler.models();
+    let backend = match &models.gen {
+        Some((_, GenEngine::Remote(backend))) => {
+            backend.probe().await?;
+            Some(backend.url())
+        }
+        _ => None,
+    };
     Ok(Json(json!({
         "status": "ok",
         // The kernels' instruction set: a deployment on an unexpected processor shows here.
@@ -61,7 +69,8 @@ pub async fn health(State(state): State<AppState>) -> Answer {
         "models": {
             "gen": models.gen.as_ref().map(|(name, _)| name),
             "stream": models.stream.as_ref().map(|(name, _)| name),
-        }
+        },
+        "gen_backend": backend,
     }))
     .into_response())
 }
@@ -116,6 +125,8 @@ pub(crate) fn native(verdict: &qwen3guard::GenVerdict, mode: Mode) -> Native<'_>
 /// `POST /v1/moderations`: OpenAI-compatible.
 #[utoipa::path(post, path = "/v1/moderations", tag = "gen", request_body = ModerationBody, responses(
     (status = 200, description = "One result per input", body = Moderation),
+    (status = 502, description = "The remote Gen backend (--gen-backend) failed or answered badly", body = ErrorBody),
+    (status = 504, description = "The remote Gen backend did not answer in time", body = ErrorBody),
     (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn moderations(
     State(state): State<AppState>,
@@ -164,6 +175,8 @@ pub async fn moderations(
 /// `POST /v1/guard`: the `moderate --json` fields plus `flagged`.
 #[utoipa::path(post, path = "/v1/guard", tag = "gen", request_body = GuardBody, responses(
     (status = 200, description = "The moderate --json fields plus flagged", body = Native),
+    (status = 502, description = "The remote Gen backend (--gen-backend) failed or answered badly", body = ErrorBody),
+    (status = 504, description = "The remote Gen backend did not answer in time", body = ErrorBody),
     (status = 400, description = "Malformed or invalid body", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Body or input too large", body = ErrorBody), (status = 503, description = "Loading, busy (Retry-After) or shutting down", body = ErrorBody)))]
 pub async fn guard(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Answer {
     let request = validation::guard(&body(raw)?)?;

@@ -232,6 +232,29 @@ impl Upstream {
     /// `POST /chat/completions` with `body`, answered whole.
     pub async fn complete(&self, client: &HeaderMap, body: &Value) -> Result<Value, UpstreamError> {
         let (url, response) = self.post_chat(client, body, "application/json").await?;
+        self.json_object(url, response).await
+    }
+
+    /// `POST /{path}` with `body` and only the configured key (no client's headers),
+    /// answered whole: the remote Gen backend's completions.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, UpstreamError> {
+        let url = self.url(path);
+        let request = self
+            .client
+            .post(&url)
+            .headers(self.headers(&HeaderMap::new()))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let response = self.send(request, &url).await?;
+        self.json_object(url, response).await
+    }
+
+    /// A whole answer's body, which must be a JSON object.
+    async fn json_object(
+        &self,
+        url: String,
+        response: reqwest::Response,
+    ) -> Result<Value, UpstreamError> {
         let bytes = match tokio::time::timeout(self.idle, response.bytes()).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => return Err(self.unreachable(&url, &e)),
@@ -244,9 +267,9 @@ impl Upstream {
         };
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(value @ Value::Object(_)) => Ok(value),
-            _ => Err(UpstreamError::Malformed(
-                "the completion is not a JSON object".into(),
-            )),
+            _ => Err(UpstreamError::Malformed(format!(
+                "the answer of {url} is not a JSON object"
+            ))),
         }
     }
 

@@ -9,6 +9,10 @@
 //! without bound; a request whose client went away is dropped, before it runs or between
 //! two of its rounds.
 //!
+//! With a remote Gen backend (`--gen-backend`, [`crate::gen_backend`]) Gen commands never
+//! reach the thread: [`Scheduler::submit`] hands them to the backend's client on the
+//! runtime, since they only wait on the network.
+//!
 //! - [`gen`]: the Gen lane (admission, cancellation, verdicts and category scores).
 //! - [`stream`]: session commands (open, append with offsets and re-tokenization, read).
 
@@ -24,6 +28,7 @@ use qwen3guard::{Conversation, GenGuard, GenOptions, Mode, StreamGuard};
 use tokio::sync::oneshot;
 
 use crate::config::{Limits, ServerConfig};
+use crate::gen_backend::GenBackend;
 use crate::http::AppError;
 use crate::metrics::Metrics;
 use crate::sessions::SessionStore;
@@ -35,11 +40,37 @@ pub use stream::{Appended, Opened, SessionView, Stops};
 use gen::{GenJob, GenLane};
 use stream::PendingAppend;
 
+/// Where Gen runs: in this process, or on a remote completions server.
+#[derive(Clone, Debug)]
+pub enum GenEngine {
+    /// Loaded here; requests run on the scheduler thread's continuous batch.
+    Local(GenGuard),
+    /// `--gen-backend`: requests bypass the scheduler thread (nothing runs here but
+    /// rendering and parsing) and run concurrently on the backend.
+    Remote(GenBackend),
+}
+
+impl From<GenGuard> for GenEngine {
+    fn from(guard: GenGuard) -> Self {
+        GenEngine::Local(guard)
+    }
+}
+
+impl GenEngine {
+    /// The in-process model, if Gen runs here.
+    pub fn local(&self) -> Option<&GenGuard> {
+        match self {
+            GenEngine::Local(guard) => Some(guard),
+            GenEngine::Remote(_) => None,
+        }
+    }
+}
+
 /// The loaded models and the names they were loaded from.
 #[derive(Clone, Default)]
 pub struct Models {
     /// The Gen model, if loaded.
-    pub gen: Option<(String, GenGuard)>,
+    pub gen: Option<(String, GenEngine)>,
     /// The Stream model, if loaded.
     pub stream: Option<(String, StreamGuard)>,
 }
@@ -115,14 +146,36 @@ impl Scheduler {
 
     /// Queues a command built around a fresh reply channel; the receiver yields the
     /// answer. Dropping the receiver (a client that went away) cancels the command if it
-    /// has not run yet.
+    /// has not run yet. With a remote Gen backend, Gen commands go to it at once instead.
     pub fn submit<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<oneshot::Receiver<Result<T, AppError>>, AppError> {
         let (reply, answer) = oneshot::channel();
+        let command = make(reply);
+        let command = match (&self.models.gen, command) {
+            (
+                Some((_, GenEngine::Remote(backend))),
+                Command::Gen {
+                    conversation,
+                    options,
+                    category_scores,
+                    reply,
+                },
+            ) => {
+                remote(
+                    backend.clone(),
+                    conversation,
+                    options,
+                    category_scores,
+                    reply,
+                )?;
+                return Ok(answer);
+            }
+            (_, command) => command,
+        };
         let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(make(reply)) {
+        match self.tx.try_send(command) {
             Ok(()) => Ok(answer),
             Err(TrySendError::Full(_)) => {
                 self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -139,6 +192,30 @@ impl Scheduler {
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AppError> {
         answer(self.submit(make)?).await
     }
+}
+
+/// Runs a Gen request on the remote backend, on the runtime the handler runs on; a
+/// client that goes away (the receiver dropped) stops it.
+fn remote(
+    backend: GenBackend,
+    conversation: Conversation,
+    options: GenOptions,
+    category_scores: bool,
+    mut reply: Reply<GenOutcome>,
+) -> Result<(), AppError> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| AppError::Unavailable("the Gen backend needs the server's runtime".into()))?;
+    runtime.spawn(async move {
+        let work = backend.outcome(&conversation, &options, category_scores);
+        let outcome = tokio::select! {
+            outcome = work => Some(outcome),
+            () = reply.closed() => None,
+        };
+        if let Some(outcome) = outcome {
+            let _ = reply.send(outcome);
+        }
+    });
+    Ok(())
 }
 
 /// Awaits a submitted command's answer.
@@ -201,9 +278,8 @@ impl Worker {
     fn run(mut self, rx: Receiver<Command>) {
         // The lane borrows this clone of the Gen model, not the worker.
         let gen = self.models.gen.clone();
-        let mut lane = gen
-            .as_ref()
-            .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));
+        let local = gen.as_ref().and_then(|(_, engine)| engine.local());
+        let mut lane = local.map(|guard| GenLane::new(guard, self.limits.max_batch));
         let mut connected = true;
         let mut trim = Trim::new();
         while connected || lane.as_ref().is_some_and(GenLane::busy) {
@@ -247,9 +323,7 @@ impl Worker {
                 eprintln!(
                     "qwen3guard serve: a scheduler round panicked; its requests were dropped"
                 );
-                lane = gen
-                    .as_ref()
-                    .map(|(_, guard)| GenLane::new(guard, self.limits.max_batch));
+                lane = local.map(|guard| GenLane::new(guard, self.limits.max_batch));
             }
             self.housekeeping();
             trim.maybe_release();

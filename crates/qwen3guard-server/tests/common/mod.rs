@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod llama;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ pub use client::{request, Reply};
 use qwen3guard::{
     Checkpoint, Conversation, GenGuard, LoadOptions, Precision, StreamGuard, StreamSession,
 };
-use qwen3guard_server::{app, ready_state, AppState, Models, ServerConfig};
+use qwen3guard_server::{app, ready_state, AppState, GenEngine, Models, ServerConfig};
 use serde_json::Value;
 
 /// `crates/qwen3guard/tests/fixtures/<name>`.
@@ -39,7 +40,7 @@ pub fn models() -> Models {
             Models {
                 gen: Some((
                     "gen-tied".into(),
-                    GenGuard::load(&open("gen-tied"), &options).unwrap(),
+                    GenGuard::load(&open("gen-tied"), &options).unwrap().into(),
                 )),
                 stream: Some((
                     "stream".into(),
@@ -52,7 +53,10 @@ pub fn models() -> Models {
 
 /// The Gen fixture.
 pub fn gen() -> GenGuard {
-    models().gen.unwrap().1
+    match models().gen.unwrap().1 {
+        GenEngine::Local(guard) => guard,
+        GenEngine::Remote(_) => unreachable!("the fixtures run in-process"),
+    }
 }
 
 /// The Stream fixture.

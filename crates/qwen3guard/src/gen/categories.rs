@@ -9,10 +9,10 @@
 //! categories and of `None` never share probability mass and sum to at most 1.
 
 use crate::error::{Error, Result};
-use crate::policy::{Severity, CATEGORIES};
-use crate::prompt::{Conversation, Task};
+use crate::policy::Severity;
+use crate::prompt::Conversation;
 
-use super::GenGuard;
+use super::{CategoryPrompt, GenGuard};
 
 /// One category's probability of being written first on the `Categories:` line.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -35,33 +35,11 @@ impl GenGuard {
         let m = &*self.model;
         let task = conversation.task();
         let ids = self.render(conversation)?.token_ids;
-        let tokenizer = m.prompter.tokenizer();
-        let forced = format!("Safety: {}\nCategories:", label.as_str());
-        let forced_ids = tokenizer.encode_text(&forced)?;
-        let names: Vec<&'static str> = CATEGORIES
-            .iter()
-            .copied()
-            .filter(|c| task == Task::Prompt || *c != "Jailbreak")
-            .collect();
-        let mut first_ids = Vec::with_capacity(names.len());
-        for name in &names {
-            let with_name = tokenizer.encode_text(&format!("{forced} {name}"))?;
-            match with_name.strip_prefix(forced_ids.as_slice()) {
-                Some([first, ..]) if !first_ids.contains(first) => first_ids.push(*first),
-                Some([_, ..]) => {
-                    return Err(Error::Unsupported(format!(
-                        "category {name:?} starts with the same token as another category; \
-                         first-token scores would be ambiguous"
-                    )))
-                }
-                _ => {
-                    return Err(Error::Tokenizer(format!(
-                    "{forced:?} followed by {name:?} does not tokenize as the prefix then the name"
-                )))
-                }
-            }
-        }
-        let max = m.backbone.config().max_position_embeddings;
+        let CategoryPrompt {
+            forced_ids,
+            first_ids,
+        } = m.spec.category_prompt(task, label)?;
+        let max = m.spec.max_positions();
         let needed = ids.len() + forced_ids.len();
         if needed > max {
             return Err(Error::ContextTooLong {
@@ -76,9 +54,11 @@ impl GenGuard {
         let row = logits
             .first()
             .ok_or_else(|| Error::Internal("the forced pass gave no logits".into()))?;
-        let probs = softmax_at(row, &first_ids);
-        Ok(names
+        let ids: Vec<u32> = first_ids.iter().map(|&(_, id)| id).collect();
+        let probs = softmax_at(row, &ids);
+        Ok(first_ids
             .into_iter()
+            .map(|(category, _)| category)
             .zip(probs)
             .map(|(category, probability)| CategoryScore {
                 category,
@@ -105,6 +85,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
     use crate::device::LoadOptions;
+    use crate::policy::CATEGORIES;
 
     fn guard() -> GenGuard {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen-tied");

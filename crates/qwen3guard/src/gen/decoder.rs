@@ -117,7 +117,7 @@ impl<'m> Decoder<'m> {
             Phase::Done => None,
             Phase::Verdict { .. } => {
                 let mut feed = self.pending.clone();
-                feed.extend(&m.safety_prefix);
+                feed.extend(m.spec.safety_prefix());
                 Some(Step {
                     feed,
                     rows: 1,
@@ -175,18 +175,18 @@ impl<'m> Decoder<'m> {
         let Some(last) = hidden.last() else {
             return Ok(());
         };
-        let labels = m.lm_head.select(last, &m.label_ids)?;
+        let labels = m.lm_head.select(last, &m.spec.label_ids())?;
         let scores = Scores::from_logits([labels[0], labels[1], labels[2]]);
         self.scores = Some(scores);
         if (scores.best() == Severity::Safe && !categories) || self.max_new_tokens == 0 {
             return Ok(());
         }
-        self.generated = m.safety_prefix.clone();
+        self.generated = m.spec.safety_prefix().to_vec();
         let Some(logits) = m.vocabulary_logits([last.as_slice()])?.pop() else {
             return Ok(());
         };
         let next = self.choose(&logits);
-        if !m.stop_ids.contains(&next) {
+        if !m.spec.stop_ids().contains(&next) {
             self.cursor = self
                 .generated
                 .iter()
@@ -208,7 +208,7 @@ impl<'m> Decoder<'m> {
         for (row, expected) in logits.iter().zip(expected) {
             let next = self.choose(row);
             self.cursor = self.format.advance(self.cursor, next);
-            if m.stop_ids.contains(&next) || self.generated.len() >= self.max_new_tokens {
+            if m.spec.stop_ids().contains(&next) || self.generated.len() >= self.max_new_tokens {
                 stopped = true;
                 break;
             }
@@ -235,7 +235,7 @@ impl<'m> Decoder<'m> {
     /// exactly `Safety:`.
     fn choose(&mut self, logits: &[f32]) -> u32 {
         let m = self.model;
-        if self.scores.is_none() && self.generated == m.safety_prefix {
+        if self.scores.is_none() && self.generated == m.spec.safety_prefix() {
             self.scores = Some(m.label_scores(logits));
         }
         let next = argmax(logits);

@@ -18,18 +18,19 @@ mod continuous;
 mod decoder;
 mod draft;
 mod preamble;
+mod spec;
 
 use std::sync::{Arc, OnceLock};
 
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, Variant};
+use crate::checkpoint::Checkpoint;
 use crate::device::LoadOptions;
 use crate::error::{Error, Result};
 use crate::model::{Backbone, KvCache, LmHead};
-use crate::policy::{parse_gen_output, Severity, SeverityProbs};
-use crate::prompt::{Conversation, Prompter, RenderOptions, RenderedPrompt, Task};
+use crate::policy::{Severity, SeverityProbs};
+use crate::prompt::{Conversation, Prompter, RenderedPrompt, Task};
 
 use decoder::Decoder;
 
@@ -37,6 +38,7 @@ pub use categories::CategoryScore;
 pub use continuous::{GenBatch, Ticket};
 pub use draft::FormatTrie;
 pub use preamble::Preamble;
+pub use spec::{CategoryPrompt, GenSpec};
 
 /// What the reference decodes at most.
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 128;
@@ -98,12 +100,8 @@ pub struct GenVerdict {
 struct GenModel {
     backbone: Backbone,
     lm_head: LmHead,
-    prompter: Prompter,
-    stop_ids: Vec<u32>,
-    /// `Safety:` as the model writes it.
-    safety_prefix: Vec<u32>,
-    /// First token of ` Safe`, ` Unsafe`, ` Controversial` after the prefix.
-    label_ids: [u32; 3],
+    /// Rendering, stop, label and category tokens, parsing.
+    spec: GenSpec,
     /// Well-formed answers per task (prompt, response).
     formats: [FormatTrie; 2],
     /// Preamble caches per task, computed on first use; `None` if that failed (then
@@ -129,17 +127,10 @@ impl std::fmt::Debug for GenGuard {
 impl GenGuard {
     /// Loads a Gen checkpoint.
     pub fn load(checkpoint: &Checkpoint, options: &LoadOptions) -> Result<Self> {
-        if checkpoint.variant() != Variant::Gen {
-            return Err(Error::WrongVariant {
-                expected: Variant::Gen.name(),
-                found: checkpoint.variant().name(),
-                needed: "generative moderation",
-            });
-        }
-        let cfg = &checkpoint.config().backbone;
         // The tokenizer first: the memory its parse frees is released before the
         // weights take theirs (see `release_freed_memory`).
-        let prompter = checkpoint.prompter()?;
+        let spec = GenSpec::load(checkpoint)?;
+        let cfg = &checkpoint.config().backbone;
         let weights = checkpoint.weights(options)?;
         let embeddings = Backbone::load_embeddings(cfg, &weights)?;
         // The output projection before the layers: packing a tied table reads all of its
@@ -147,31 +138,8 @@ impl GenGuard {
         // little else is (peak of an 8-bit 0.6B model: 718 MiB this way, 954 after them).
         let lm_head = LmHead::new(cfg, &weights, &embeddings)?;
         let backbone = Backbone::with_embeddings(cfg, &weights, embeddings)?;
-        let tokenizer = prompter.tokenizer();
-        let stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-            .iter()
-            .filter_map(|m| tokenizer.marker_id(m))
-            .collect();
-        let Some(&im_end) = stop_ids.first() else {
-            return Err(Error::Tokenizer(
-                "the tokenizer has no <|im_end|> token to stop generation".into(),
-            ));
-        };
-        let safety_prefix = tokenizer.encode_text("Safety:")?;
-        let label_id = |label: &str| -> Result<u32> {
-            let ids = tokenizer.encode_text(&format!("Safety: {label}"))?;
-            match ids.strip_prefix(safety_prefix.as_slice()) {
-                Some([first, ..]) => Ok(*first),
-                _ => Err(Error::Tokenizer(format!(
-                    "\"Safety: {label}\" does not tokenize as \"Safety:\" followed by the label"
-                ))),
-            }
-        };
-        let label_ids = [
-            label_id("Safe")?,
-            label_id("Unsafe")?,
-            label_id("Controversial")?,
-        ];
+        let tokenizer = spec.prompter().tokenizer();
+        let im_end = spec.stop_ids()[0];
         let formats = [
             FormatTrie::new(tokenizer, Task::Prompt, im_end)?,
             FormatTrie::new(tokenizer, Task::Response, im_end)?,
@@ -180,26 +148,26 @@ impl GenGuard {
             model: Arc::new(GenModel {
                 backbone,
                 lm_head,
-                prompter,
-                stop_ids,
-                safety_prefix,
-                label_ids,
+                spec,
                 formats,
                 preambles: [OnceLock::new(), OnceLock::new()],
             }),
         })
     }
 
+    /// What the checkpoint fixes besides its weights.
+    pub fn spec(&self) -> &GenSpec {
+        &self.model.spec
+    }
+
     /// The prompt builder (template and tokenizer).
     pub fn prompter(&self) -> &Prompter {
-        &self.model.prompter
+        self.model.spec.prompter()
     }
 
     /// Renders `conversation` exactly as the model will see it.
     pub fn render(&self, conversation: &Conversation) -> Result<RenderedPrompt> {
-        self.model
-            .prompter
-            .render(conversation, RenderOptions::default())
+        self.model.spec.render(conversation)
     }
 
     /// Computes the preamble caches now instead of on the first request of each task.
@@ -262,15 +230,7 @@ impl GenGuard {
     ) -> Result<(Vec<u32>, Decoder<'m>)> {
         let m = &*self.model;
         let task = conversation.task();
-        let ids = self.render(conversation)?.token_ids;
-        let max = m.backbone.config().max_position_embeddings;
-        // One position must remain for the first generated token.
-        if ids.len() + 1 > max {
-            return Err(Error::ContextTooLong {
-                tokens: ids.len() + 1,
-                max,
-            });
-        }
+        let ids = m.spec.prompt_ids(conversation)?;
         let (cache, reused) = self.start_cache(&ids, task, options.prefix_cache)?;
         let verdict = options.verdict_only.then_some(options.categories);
         let decoder = Decoder::new(
@@ -323,32 +283,19 @@ impl GenModel {
                 let have = decoder.cache.len().min(ids.len());
                 decoder.cache.truncate(have);
                 let mut feed = ids[have..].to_vec();
-                feed.extend(&self.safety_prefix);
+                feed.extend(self.spec.safety_prefix());
                 let logits = self.logits(&feed, &mut decoder.cache, 1)?;
                 self.label_scores(&logits[0])
             }
         };
-        let generated_text = self.prompter.tokenizer().decode(&decoder.generated, true)?;
-        let mut parsed = parse_gen_output(&generated_text);
-        if options.verdict_only {
-            // The label is read from the scores; decoding (if any) only adds categories.
-            parsed.safety = Some(scores.best());
-        }
-        Ok(GenVerdict {
-            safety: parsed.safety,
-            categories: parsed.categories,
-            refusal: parsed.refusal,
-            scores,
-            generated_text,
-            generated_token_ids: decoder.generated,
-            prompt_tokens: ids.len(),
-        })
+        self.spec
+            .verdict(decoder.generated, scores, ids.len(), options.verdict_only)
     }
 
     /// The preamble cache of `task`, computed on first use.
     fn preamble(&self, task: Task) -> Option<&Preamble> {
         self.preambles[task_index(task)]
-            .get_or_init(|| Preamble::compute(&self.backbone, &self.prompter, task).ok())
+            .get_or_init(|| Preamble::compute(&self.backbone, self.spec.prompter(), task).ok())
             .as_ref()
     }
 
@@ -361,10 +308,8 @@ impl GenModel {
     /// Softmax over the full vocabulary, then renormalised over the three labels, equals a
     /// softmax over the three labels' logits; that is what is computed.
     fn label_scores(&self, logits: &[f32]) -> Scores {
-        Scores::from_logits(
-            self.label_ids
-                .map(|id| logits.get(id as usize).copied().unwrap_or(f32::MIN)),
-        )
+        self.spec
+            .label_scores(|id| logits.get(id as usize).copied())
     }
 }
 
@@ -674,7 +619,7 @@ mod tests {
         };
         let verdict = guard.moderate(&conversation, &options).unwrap();
         let mut ids = guard.render(&conversation).unwrap().token_ids;
-        ids.extend(&guard.model.safety_prefix);
+        ids.extend(guard.model.spec.safety_prefix());
         let (_, logits) = guard.prompt_outputs(&ids).unwrap();
         assert_eq!(verdict.scores, guard.model.label_scores(&logits));
     }
