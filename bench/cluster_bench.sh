@@ -37,13 +37,7 @@ pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap stop_all EXIT
 
-wait_ready() {  # url
-  for _ in $(seq 600); do
-    curl -sf "$1" >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  echo "not ready: $1" >&2; return 1
-}
+source bench/wait_ready.sh
 
 start_replicas() {  # count
   local count=$1 threads=$(( CORES / $1 ))

@@ -32,13 +32,7 @@ has() { [[ " $PARTS " == *" $1 "* ]]; }
   echo "simd: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "kernels: $($BIN --version)"; echo "threads: $THREADS"; } > "$OUT/machine.txt"
 
-wait_ready() {  # url
-  for _ in $(seq 600); do
-    curl -sf "$1" >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  echo "not ready: $1" >&2; return 1
-}
+source bench/wait_ready.sh
 
 # The same prompts' token ids for llama-server.
 if has llama && [ ! -s "$OUT/ids.jsonl" ]; then
