@@ -22,8 +22,10 @@ pub fn qwen3guard(args: &[&str]) -> Output {
     qwen3guard_with(args, &[])
 }
 
-/// [`qwen3guard`] with the environment variables `env` set on top.
-pub fn qwen3guard_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The binary as a command with no configuration from this environment (the flags'
+/// variables and the Hugging Face settings cleared) and one kernel thread: tests run side
+/// by side, and one thread each keeps them from fighting for cores.
+pub fn command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qwen3guard"));
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
@@ -31,9 +33,13 @@ pub fn qwen3guard_with(args: &[&str], env: &[(&str, &str)]) -> Output {
             command.env_remove(&name);
         }
     }
-    // Tests run side by side; one kernel thread each keeps them from fighting for cores.
-    let output = command
-        .env("RAYON_NUM_THREADS", "1")
+    command.env("RAYON_NUM_THREADS", "1");
+    command
+}
+
+/// [`qwen3guard`] with the environment variables `env` set on top.
+pub fn qwen3guard_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let output = command()
         .envs(env.iter().copied())
         .args(args)
         .output()

@@ -47,15 +47,8 @@ impl Served {
             .local_addr()
             .unwrap()
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qwen3guard"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("QWEN3GUARD_") {
-                command.env_remove(name);
-            }
-        }
         let port_text = port.to_string();
-        let child = command
-            .env("RAYON_NUM_THREADS", "1")
+        let child = super::command()
             .arg("serve")
             .args(args)
             .args(["--host", "127.0.0.1", "--port", &port_text])
