@@ -137,6 +137,28 @@ pub fn isa() -> Isa {
 mod tests {
     use super::*;
 
+    /// CI names the path its processor must run (`.ci/expected-isa`, from /proc/cpuinfo);
+    /// the kernel tests compare every path of [`Isa::supported`], so that path must be
+    /// among them. Elsewhere there is nothing to compare with.
+    #[test]
+    fn the_path_ci_expects_is_among_those_the_kernel_tests_compare() {
+        let Ok(expected) = std::env::var("QWEN3GUARD_EXPECT_ISA") else {
+            eprintln!("skipped: QWEN3GUARD_EXPECT_ISA is not set (.ci/run sets it)");
+            return;
+        };
+        let supported = Isa::supported();
+        assert!(
+            supported.iter().any(|level| level.name() == expected),
+            "this processor should run the {expected} kernels, but the tests compare only {:?}",
+            supported.iter().map(|l| l.name()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            Isa::detected().name(),
+            expected,
+            "the highest path detected is the one the processor's flags name"
+        );
+    }
+
     #[test]
     fn a_cap_only_lowers_the_level() {
         assert_eq!(Isa::cap("portable"), Some(Isa::Portable));
