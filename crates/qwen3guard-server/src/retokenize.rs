@@ -15,6 +15,13 @@ use crate::http::AppError;
 /// Trailing pieces whose tokens are held back until more text (or the end) arrives.
 const HELD_PIECES: usize = 2;
 
+/// The most text (bytes) held back at once. A run with no piece boundary (letters with no
+/// space or punctuation) stays one piece however long it grows, so without a bound it
+/// would never be judged before the end, cost a re-tokenization of all of it on every
+/// delta (quadratic in its length), and escape the session's token cap, which counts only
+/// settled tokens. 16 KiB is far beyond any word of a natural language.
+pub const MAX_HELD_BYTES: usize = 16 << 10;
+
 /// Tokens that became settled, with the character offset (from the start of the whole
 /// text) of the pre-tokenizer piece each belongs to. A piece is about a word: its tokens
 /// all start at or after that offset, and no earlier text belongs to them, which is what a
@@ -57,6 +64,8 @@ impl Retokenizer {
         bytes: &[u8],
         last: bool,
     ) -> Result<Settled, AppError> {
+        // What to go back to if this delta is refused: `pending` only grows below.
+        let (pending_before, partial_before) = (self.pending.len(), self.partial.clone());
         self.partial.extend_from_slice(bytes);
         let valid = match std::str::from_utf8(&self.partial) {
             Ok(text) => text.len(),
@@ -83,6 +92,17 @@ impl Retokenizer {
             Some(piece) => piece.bytes.start,
             None => self.pending.len(),
         };
+        let held = self.pending.len() - cut.min(self.pending.len());
+        if held > MAX_HELD_BYTES {
+            let chars = self.pending[cut.min(self.pending.len())..].chars().count();
+            self.pending.truncate(pending_before);
+            self.partial = partial_before;
+            return Err(AppError::TooLarge(format!(
+                "the text would hold {chars} characters back without a word boundary (a space \
+                 or punctuation), more than {MAX_HELD_BYTES} bytes: the guard judges text piece \
+                 by piece, and a piece that long could not be judged before the end"
+            )));
+        }
         let mut settled = Settled::default();
         let (mut chars, mut counted) = (self.settled_chars, 0);
         for piece in &pieces[..release] {

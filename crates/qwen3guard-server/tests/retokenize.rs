@@ -128,3 +128,39 @@ fn a_broken_character_is_refused_only_at_the_end() {
     let mut retokenizer = Retokenizer::default();
     assert!(retokenizer.push(tokenizer, &[b'a', 0xff], false).is_err());
 }
+
+#[test]
+fn a_run_without_a_word_boundary_is_refused_past_the_bound_and_nothing_is_lost() {
+    use qwen3guard_server::retokenize::MAX_HELD_BYTES;
+    let guard = stream();
+    let tokenizer = guard.prompter().tokenizer();
+    let mut retokenizer = Retokenizer::default();
+    let chunk = "a".repeat(1000);
+    let mut sent = 0;
+    let error = loop {
+        match retokenizer.push(tokenizer, chunk.as_bytes(), false) {
+            Ok(ids) => {
+                assert!(ids.is_empty(), "one growing piece is held back");
+                sent += chunk.len();
+                assert!(sent <= MAX_HELD_BYTES, "refused once past the bound");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(sent + chunk.len() > MAX_HELD_BYTES);
+    assert!(error.to_string().contains("word boundary"), "{error}");
+    // The refused delta left nothing behind: the held text is what was accepted.
+    assert_eq!(retokenizer.pending_chars(), sent);
+    let whole = "a".repeat(sent);
+    let ids = retokenizer.push(tokenizer, b"", true).unwrap();
+    assert_eq!(ids, tokenizer.encode_text(&whole).unwrap());
+    // Ordinary text of the same length, with spaces, is settled as it comes.
+    let mut retokenizer = Retokenizer::default();
+    let words = "word ".repeat(MAX_HELD_BYTES / 2);
+    let mut fed = Vec::new();
+    for piece in words.as_bytes().chunks(997) {
+        fed.extend(retokenizer.push(tokenizer, piece, false).unwrap());
+    }
+    fed.extend(retokenizer.push(tokenizer, b"", true).unwrap());
+    assert_eq!(fed, tokenizer.encode_text(&words).unwrap());
+}
