@@ -67,6 +67,21 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
 }
 
+/// Lets a closed standard output end the process quietly, as for any Unix filter.
+///
+/// Rust ignores SIGPIPE, so a write to a closed pipe (`qwen3guard render --json | head`)
+/// becomes an error that `println!` turns into a panic with a backtrace. The default
+/// disposition ends the process at that write instead, which is what a reader that has
+/// seen enough expects.
+fn quiet_on_closed_pipe() {
+    // (libc is a dependency on glibc Linux only; elsewhere the panic stays.)
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restores the default disposition of one signal, before any other thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Keeps freed tensor buffers in the process instead of returning them to the kernel.
 ///
 /// Every forward pass allocates and frees buffers of a few megabytes; with glibc's
@@ -85,6 +100,7 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     if let Some(threads) = cli.threads {
         // The kernels read this on every call; set before any work starts, while the
