@@ -120,7 +120,18 @@ fn localize(config: &str, replicas: &[SocketAddr], port: u16) -> String {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, nginx's fast shutdown, in which the master stops its workers; SIGKILL
+    /// would end the master alone and leave the workers running.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
