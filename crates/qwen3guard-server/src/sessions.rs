@@ -58,15 +58,6 @@ pub fn id_safe(replica: &str) -> String {
         .collect()
 }
 
-/// The replica part of a session id (`ss_<replica>-<process>_<n>`), for a router that
-/// routes by id; `None` for an id not of that shape.
-pub fn replica_of(id: &str) -> Option<&str> {
-    let rest = id.strip_prefix("ss_")?;
-    let (replica_process, n) = rest.rsplit_once('_')?;
-    let (replica, _process) = replica_process.rsplit_once('-')?;
-    (!replica.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(replica)
-}
-
 /// Why a session could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full(pub usize);
@@ -171,14 +162,8 @@ mod tests {
         let id = store.id(12);
         assert!(id.starts_with("ss_guard-7f-b-c-"), "{id}");
         assert!(id.ends_with("_12"), "{id}");
-        assert_eq!(replica_of(&id), Some("guard-7f-b-c"));
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
-        let restarted = SessionStore::new(4, Duration::from_secs(60), "guard-7f/b c");
-        assert_eq!(replica_of(&restarted.id(12)), Some("guard-7f-b-c"));
-        assert_eq!(replica_of("ss_nodash_3"), None);
-        assert_eq!(replica_of("ss_a-1_x"), None);
-        assert_eq!(replica_of("other"), None);
     }
 }
