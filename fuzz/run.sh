@@ -7,6 +7,9 @@
 #
 #   fuzz/run.sh 30                 # every target, 30 s each (what CI runs)
 #   fuzz/run.sh 600 render config  # chosen targets, 10 minutes each
+#
+# QWEN3GUARD_FUZZ_LOGS=DIR keeps each target's libFuzzer log as DIR/<target>.log (the
+# figures of docs/RELIABILITY.md come from such logs).
 set -uo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-30}
@@ -35,6 +38,9 @@ for target in "${targets[@]}"; do
     fi
     stats=$(grep -E '^#[0-9]+' "$log" | tail -1 | awk '{print $1, $2, $NF}')
     echo "fuzz $target: $result after ${seconds}s (${stats:-no stats})"
+    if [ -n "${QWEN3GUARD_FUZZ_LOGS:-}" ]; then
+        mkdir -p "$QWEN3GUARD_FUZZ_LOGS" && cp "$log" "$QWEN3GUARD_FUZZ_LOGS/$target.log"
+    fi
     rm -rf "$scratch" "$log"
 done
 exit "$failed"

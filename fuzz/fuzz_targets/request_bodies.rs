@@ -13,7 +13,7 @@ use qwen3guard_server::validation;
 fuzz_target!(|data: &[u8]| {
     let checks = [
         validation::guard(data).err(),
-        validation::moderation(data).err(),
+        validation::moderation(data, 8).err(),
         validation::open(data).err(),
         validation::append(data).err(),
         validation::reward(data, 8, false).err(),

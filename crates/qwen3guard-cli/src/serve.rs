@@ -145,6 +145,9 @@ pub struct ServeArgs {
     /// Rollouts one reward request may hold at most; more get 400.
     #[arg(long, default_value_t = Limits::default().max_reward_samples, env = "QWEN3GUARD_MAX_REWARD_SAMPLES")]
     max_reward_samples: usize,
+    /// Inputs one moderation request may hold; more get 400.
+    #[arg(long, default_value_t = Limits::default().max_moderation_inputs, env = "QWEN3GUARD_MAX_MODERATION_INPUTS")]
+    max_moderation_inputs: usize,
     /// Requests waiting for the scheduler at most; more get 503 with Retry-After.
     #[arg(long, default_value_t = Limits::default().max_queue, env = "QWEN3GUARD_MAX_QUEUE")]
     max_queue: usize,
@@ -219,6 +222,7 @@ impl ServeArgs {
                 session_idle: Duration::from_secs(self.session_idle_secs),
                 max_body_bytes: self.max_body_bytes,
                 max_reward_samples: self.max_reward_samples,
+                max_moderation_inputs: self.max_moderation_inputs,
                 drain: Duration::from_secs(self.drain_seconds),
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
                 ..defaults

@@ -17,6 +17,8 @@
 //! `--max-body-bytes`) and one case per added token of the tokenizer are generated here.
 
 mod common;
+#[path = "abuse/endpoints.rs"]
+mod endpoints;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -39,6 +41,9 @@ const BUDGET: Duration = Duration::from_secs(30);
 
 /// `qwen3guard serve`'s default `--max-body-bytes`, which the server here runs with.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Its default `--max-moderation-inputs`.
+const MAX_MODERATION_INPUTS: usize = 256;
 
 /// Levels of nesting of the deep JSON cases: far past any recursion a parser could
 /// survive on a thread's stack without a depth limit.
@@ -81,10 +86,9 @@ enum Expect {
     /// Refused by both, each message holding its text (the messages differ: the CLI
     /// reports serde's view of the file, the server names the field).
     Refused { cli: String, server: String },
-    /// Refused by the CLI, whose reader is typed and strict; the server parses a body
-    /// into JSON values first, so where those are a valid conversation (a duplicated key:
-    /// the last one counts) it may judge it.
-    RefusedByCli,
+    /// A messages file refused by both: the CLI's error names the file, the server's
+    /// (the file's bytes as `messages`) is a 400; both hold `words` where given.
+    RefusedFile { words: Option<&'static str> },
     /// This status and error code from both endpoints.
     Status(u16, &'static str),
 }
@@ -103,6 +107,8 @@ struct Record {
     guard: String,
     session: String,
     append: String,
+    /// Moderation, reward, token-id replay and WebSocket outcomes (tests/abuse/endpoints.rs).
+    others: endpoints::Others,
     slowest: Duration,
 }
 
@@ -372,11 +378,20 @@ fn file_cases(scratch: &Scratch) -> Vec<Case> {
     paths.push(nested);
     paths
         .into_iter()
-        .map(|path| Case {
-            kind: Kind::File,
-            name: path.file_name().unwrap().to_string_lossy().into_owned(),
-            input: Input::File(path),
-            expect: Expect::RefusedByCli,
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // serde_json's own words for a bad surrogate escape do not say "surrogate".
+            let words = name.ends_with("surrogate-escape.json")
+                || name.ends_with("surrogate-then-bmp-escape.json")
+                || name.ends_with("surrogate-pair-escape.json");
+            Case {
+                kind: Kind::File,
+                name,
+                input: Input::File(path),
+                expect: Expect::RefusedFile {
+                    words: words.then_some("half of a surrogate pair"),
+                },
+            }
         })
         .collect()
 }
@@ -470,6 +485,7 @@ impl Bench {
         let guard_outcome = self.check_guard(case, &rendered, &guard);
         let session = self.call("POST", "/v1/stream/sessions", &body, &mut slowest);
         let streamed = self.check_session(case, &session, &mut slowest);
+        let others = self.other_endpoints(case, &guard, &session, &streamed, &mut slowest);
         // A crash shows at the case that caused it, not at the next one.
         assert_eq!(self.served.get("/live").status, 200, "the server is down");
         Record {
@@ -482,6 +498,7 @@ impl Bench {
             guard: guard_outcome,
             session: streamed.opened,
             append: streamed.appended,
+            others,
             slowest,
         }
     }
@@ -537,10 +554,13 @@ impl Bench {
                 }
                 Rendered::Refused
             }
-            Expect::RefusedByCli => {
+            Expect::RefusedFile { words } => {
                 let name = Path::new(&file).file_name().unwrap().to_str().unwrap();
                 for out in [&gen, &stream] {
                     assert_clean_refusal(out, name);
+                    if let Some(words) = words {
+                        assert_clean_refusal(out, words);
+                    }
                 }
                 Rendered::Refused
             }
@@ -654,13 +674,12 @@ impl Bench {
                     "{message:?} lacks {server:?}"
                 );
             }
-            (Expect::RefusedByCli, _) => {
-                assert!(
-                    matches!(reply.status, 200 | 400),
-                    "{}: {}",
-                    reply.status,
-                    reply.text()
-                );
+            (Expect::RefusedFile { words }, _) => {
+                assert_eq!(reply.error_code(400), "invalid_request");
+                if let Some(words) = words {
+                    let message = reply.json()["error"]["message"].to_string();
+                    assert!(message.contains(words), "{message:?} lacks {words:?}");
+                }
             }
             (Expect::Status(status, code), _) => {
                 assert_eq!(reply.error_code(*status), *code);
@@ -676,37 +695,38 @@ impl Bench {
     /// user message, or one and a partial answer), so a judged conversation may be
     /// refused here; one that Gen refuses must be refused here too.
     fn check_session(&self, case: &Case, reply: &Reply, slowest: &mut Duration) -> Streamed {
-        let mut appended = "-".to_owned();
+        let (mut appended, mut append) = ("-".to_owned(), None);
         if reply.status == 201 {
             let opened = reply.json();
             assert!(opened["prompt"]["risk_level"].is_string(), "{opened}");
             let path = format!("/v1/stream/sessions/{}", opened["id"].as_str().unwrap());
             if let Input::Messages(messages) = &case.input {
-                appended = self.append_contents(&path, messages, slowest);
+                let reply = self.append_contents(&path, messages, slowest);
+                appended = outcome(&reply);
+                append = Some(reply);
             }
             assert_eq!(self.call("DELETE", &path, b"", slowest).status, 204);
         } else {
             reply.error_code(reply.status);
         }
         match &case.expect {
-            Expect::Refused { .. } => assert_eq!(reply.status, 400, "{}", reply.text()),
+            Expect::Refused { .. } | Expect::RefusedFile { .. } => {
+                assert_eq!(reply.status, 400, "{}", reply.text())
+            }
             Expect::Status(status, code) => assert_eq!(reply.error_code(*status), *code),
-            Expect::Judged | Expect::RefusedByCli => {}
+            Expect::Judged => {}
         }
         Streamed {
             opened: outcome(reply),
             appended,
+            append,
         }
     }
 
     /// Appends every content of `messages` as one final text delta: its tokens are text,
     /// so none of them may be a control token.
-    fn append_contents(&self, session: &str, messages: &[Value], slowest: &mut Duration) -> String {
-        let text: Vec<&str> = messages
-            .iter()
-            .filter_map(|m| m["content"].as_str())
-            .collect();
-        let body = json!({"text": text.join("\n"), "final": true}).to_string();
+    fn append_contents(&self, session: &str, messages: &[Value], slowest: &mut Duration) -> Reply {
+        let body = contents_delta(messages).to_string();
         let path = format!("{session}/append");
         let reply = self.call("POST", &path, body.as_bytes(), slowest);
         if reply.status == 200 {
@@ -726,8 +746,17 @@ impl Bench {
             // Too long for the session: a clean 413.
             reply.error_code(reply.status);
         }
-        outcome(&reply)
+        reply
     }
+}
+
+/// The final text delta of every content of `messages`, one per line.
+fn contents_delta(messages: &[Value]) -> Value {
+    let text: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    json!({"text": text.join("\n"), "final": true})
 }
 
 /// What became of a stream session.
@@ -735,6 +764,8 @@ struct Streamed {
     opened: String,
     /// `-` where none opened.
     appended: String,
+    /// The answer to the append of the contents, where one was sent.
+    append: Option<Reply>,
 }
 
 /// The plain stand-in for `content`: "x", except in an assistant message holding
@@ -841,12 +872,17 @@ fn summary(records: &[Record], took: Duration) -> String {
         let slowest = records.iter().map(|r| r.slowest).max().unwrap_or_default();
         let _ = writeln!(
             out,
-            "{kind:?}: {} cases; CLI: {}; /v1/guard: {}; session: {}; append: {}; slowest call {slowest:.2?}",
+            "{kind:?}: {} cases; CLI: {}; /v1/guard: {}; session: {}; append: {}; \
+             moderations: {}; reward: {}; token-id replay: {}; WebSocket: {}; slowest call {slowest:.2?}",
             records.len(),
             count(|r| r.cli.as_str()),
             count(|r| r.guard.as_str()),
             count(|r| r.session.as_str()),
             count(|r| r.append.as_str()),
+            count(|r| r.others.moderation.as_str()),
+            count(|r| r.others.reward.as_str()),
+            count(|r| r.others.replay.as_str()),
+            count(|r| r.others.socket.as_str()),
         );
     }
     out

@@ -191,20 +191,6 @@ fn start_replica(name: &str, drain_seconds: u64) -> Served {
     ])
 }
 
-fn wait_for_exit(replica: &mut Served, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = replica.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replica did not stop in time"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sessions_follow_their_replica_survive_its_loss_and_its_drain() {
     let Some(nginx) = common::tool("QWEN3GUARD_NGINX", "nginx", "apt-get install nginx") else {
@@ -317,7 +303,7 @@ fn sessions_follow_their_replica_survive_its_loss_and_its_drain() {
             assert_eq!(closed.status, 204, "{}", closed.text());
         }
     }
-    let status = wait_for_exit(&mut replicas[2], Duration::from_secs(DRAIN_SECONDS + 40));
+    let status = replicas[2].wait_exit(Duration::from_secs(DRAIN_SECONDS + 40));
     assert!(
         status.success(),
         "a drained replica exits cleanly: {status}"
@@ -388,6 +374,6 @@ fn a_drained_replica_exits_as_soon_as_its_last_session_closes() {
     );
     assert_eq!(closed.status, 204);
     // Well before the 120 s drain: it stops once its last session is closed.
-    let status = wait_for_exit(&mut replica, Duration::from_secs(30));
+    let status = replica.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }

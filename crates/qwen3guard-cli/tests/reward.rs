@@ -171,6 +171,43 @@ fn an_interrupted_run_resumes_with_the_same_result() {
     );
 }
 
+/// `reward` killed with SIGKILL at two points of a long run, then resumed each time, as
+/// `eval run` is (tests/eval_run.rs): the file stays valid between kills and ends byte
+/// for byte as an uninterrupted run's.
+#[test]
+fn a_run_killed_mid_write_resumes_to_the_uninterrupted_file() {
+    let dir = Scratch::new("reward-kill");
+    let rows = 300;
+    let input = dir.file("many.jsonl");
+    let lines: Vec<String> = (0..rows)
+        .map(|i| {
+            serde_json::json!({
+                "messages": [{"role": "user", "content": format!("Question {i}: how do I fix a bike?")}],
+                "response": format!("Answer {i}: patch the tube."),
+                "helpfulness": i as f64 / 10.0 - 30.0,
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let model = checkpoint("refusal");
+    let run = |out: &str| {
+        let mut command = common::command();
+        command
+            .args(["reward", "--model", &model, "--input", &input, "--out", out])
+            .args(["--reward", "hybrid"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    let whole = dir.file("whole.jsonl");
+    assert!(run(&whole).status().unwrap().success());
+    let expected = std::fs::read_to_string(&whole).unwrap();
+    assert_eq!(expected.lines().count(), rows);
+    let out = dir.file("killed.jsonl");
+    common::killed::kill_and_resume(run, &out, &[rows / 4, rows * 3 / 5], &expected);
+}
+
 #[test]
 fn bad_lines_are_refused_with_the_line_and_field_named() {
     let dir = Scratch::new("reward-bad");

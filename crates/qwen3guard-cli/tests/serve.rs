@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::served::{fixture, Served};
 use serde_json::{json, Value};
@@ -67,17 +67,7 @@ fn sigterm_lets_the_running_request_finish_then_exits() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.json()["results"].as_array().unwrap().len(), 48);
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = served.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{status}");
     assert!(std::net::TcpStream::connect(served.addr).is_err());
 }

@@ -63,6 +63,9 @@ pub struct Limits {
     /// Rollouts one reward request may hold at most; more get 400. Each takes one or two
     /// places in the queue (the answer, and the thinking when there is one).
     pub max_reward_samples: usize,
+    /// Inputs one `/v1/moderations` request may hold at most; more get 400. Each takes a
+    /// place in the queue, so a request larger than `max_queue` could never be accepted.
+    pub max_moderation_inputs: usize,
     /// How long `/health` waits for the scheduler to answer its probe.
     pub probe_timeout: Duration,
     /// How long, after SIGTERM, open stream sessions may go on (new ones are refused)
@@ -82,6 +85,7 @@ impl Default for Limits {
             session_idle: Duration::from_secs(600),
             max_body_bytes: 4 << 20,
             max_reward_samples: 256,
+            max_moderation_inputs: 256,
             probe_timeout: Duration::from_secs(5),
             drain: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),

@@ -43,7 +43,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A JSON file (config, index, messages) is malformed.
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON: {source}{}", json_hint(.source))]
     Json {
         /// The file at fault.
         path: PathBuf,
@@ -211,5 +211,23 @@ impl Error {
             path: path.into(),
             message: message.into(),
         }
+    }
+}
+
+/// Words to add to a serde_json syntax error whose own do not say what is wrong: a
+/// surrogate escape that is not half of a high-low pair reads "unexpected end of hex
+/// escape" or "lone leading surrogate" (even for a lone trailing one), and bytes that
+/// are not UTF-8 read "invalid unicode code point". Empty for every other error. The CLI
+/// (through [`Error::Json`]) and the server give the same words.
+pub fn json_hint(error: &serde_json::Error) -> &'static str {
+    let message = error.to_string();
+    if message.contains("surrogate") || message.contains("end of hex escape") {
+        " (a \\uD800 to \\uDFFF escape is half of a surrogate pair: a high one, D800 to \
+         DBFF, must be followed at once by a low one, DC00 to DFFF; a lone or reversed \
+         half is not a character)"
+    } else if message.contains("invalid unicode code point") {
+        " (the bytes there are not UTF-8)"
+    } else {
+        ""
     }
 }

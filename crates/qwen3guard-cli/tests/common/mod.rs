@@ -3,6 +3,7 @@
 
 #[path = "../../../qwen3guard-server/tests/common/client.rs"]
 pub mod client;
+pub mod killed;
 pub mod nginx;
 pub mod served;
 

@@ -77,6 +77,19 @@ impl Served {
         }
     }
 
+    /// Waits for the process to exit by itself (after a signal, say), failing the test
+    /// when it has not within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -132,7 +132,7 @@ pub async fn moderations(
     State(state): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let request = validation::moderation(&body(raw)?)?;
+    let request = validation::moderation(&body(raw)?, state.config.limits.max_moderation_inputs)?;
     let model = request.model.clone().unwrap_or(gen_name(&state)?);
     let scheduler = state.scheduler()?;
     // Every input is queued before any is awaited, so that they share a batch; dropping

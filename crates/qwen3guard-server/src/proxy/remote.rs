@@ -94,7 +94,6 @@ impl RemoteGuard {
             prompt: prompt.clone(),
             sent: partial.unwrap_or_default(),
             prompt_verdict: None,
-            replays: 0,
         };
         session.reopen().await?;
         Ok(session)
@@ -190,8 +189,6 @@ pub struct RemoteSession {
     /// All text sent so far, what a replay re-opens with.
     sent: String,
     prompt_verdict: Option<PromptVerdict>,
-    /// How many times the session was re-opened after a loss.
-    pub replays: usize,
 }
 
 impl RemoteSession {
@@ -282,7 +279,6 @@ impl RemoteSession {
                     lost = why;
                     self.forget();
                     self.at += 1;
-                    self.replays += 1;
                     self.reopen().await?;
                 }
                 Err(Failure::Refused(e)) => return Err(e),

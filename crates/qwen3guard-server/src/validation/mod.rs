@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::http::AppError;
 
 mod reward;
+mod strict_json;
 
 pub use reward::{
     get_reward, reward, reward_sample, GetRewardRequest, RewardRequest, GET_REWARD_FIELDS,
@@ -83,15 +84,19 @@ pub(crate) fn invalid(message: impl Into<String>) -> AppError {
     AppError::Invalid(message.into())
 }
 
-/// Parses a body as a JSON object.
+/// Parses a body as a JSON object, refusing a key given twice in any object (see
+/// [`strict_json`]).
 pub fn object(body: &[u8]) -> Result<Map<String, Value>, AppError> {
     if body.is_empty() {
         return Err(invalid("the request body is empty; send a JSON object"));
     }
-    match serde_json::from_slice::<Value>(body) {
+    match strict_json::parse(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(invalid("the request body must be a JSON object")),
-        Err(e) => Err(invalid(format!("the request body is not valid JSON: {e}"))),
+        Err(e) => Err(invalid(format!(
+            "the request body is not valid JSON: {e}{}",
+            qwen3guard::error::json_hint(&e)
+        ))),
     }
 }
 
@@ -205,8 +210,8 @@ pub fn guard(body: &[u8]) -> Result<GuardRequest, AppError> {
 }
 
 /// Validates a `/v1/moderations` body (unknown OpenAI fields are tolerated: SDKs send
-/// them).
-pub fn moderation(body: &[u8]) -> Result<ModerationRequest, AppError> {
+/// them); `input` may hold at most `max_inputs` texts.
+pub fn moderation(body: &[u8], max_inputs: usize) -> Result<ModerationRequest, AppError> {
     let map = object(body)?;
     let inputs = match map.get("input") {
         None => return Err(invalid("missing field `input`")),
@@ -224,6 +229,13 @@ pub fn moderation(body: &[u8]) -> Result<ModerationRequest, AppError> {
         Some(Value::Array(_)) => return Err(invalid("`input` is an empty array")),
         Some(_) => return Err(invalid("`input` must be a string or an array of strings")),
     };
+    if inputs.len() > max_inputs {
+        return Err(invalid(format!(
+            "`input` has {} entries; at most {max_inputs} per request \
+             (--max-moderation-inputs): split the batch",
+            inputs.len()
+        )));
+    }
     if let Some(i) = inputs.iter().position(String::is_empty) {
         return Err(invalid(format!("`input[{i}]` is empty")));
     }
@@ -321,12 +333,21 @@ mod tests {
         assert!(message(guard(br#"{"messages":[]}"#)).contains("empty"));
         let bad_mode = br#"{"messages":[{"role":"user","content":"x"}],"mode":"x"}"#;
         assert!(message(guard(bad_mode)).contains("`mode`"));
-        assert!(message(moderation(br#"{"input":[1]}"#)).contains("`input[0]`"));
-        assert!(message(moderation(br#"{"input":""}"#)).contains("`input[0]` is empty"));
+        assert!(message(moderation(br#"{"input":[1]}"#, 8)).contains("`input[0]`"));
+        assert!(message(moderation(br#"{"input":""}"#, 8)).contains("`input[0]` is empty"));
+        // More inputs than the queue could hold would be 503 forever: refused at once.
+        let three = br#"{"input":["a","b","c"]}"#;
+        assert!(message(moderation(three, 2)).contains("`input` has 3 entries; at most 2"));
+        assert!(moderation(three, 3).is_ok());
         assert!(message(append(br#"{"token_ids":[-1]}"#)).contains("`token_ids[0]`"));
         assert!(message(append(br#"{"text":"a","token_ids":[]}"#)).contains("not both"));
         assert!(message(append(br#"{"text":"a","offset":-2}"#)).contains("`offset`"));
         assert!(message(append(br#"{"txt":"a"}"#)).contains("unknown field `txt`"));
+        // A parser differential: serde_json's values keep the last of two equal keys.
+        let twice = br#"{"messages":[{"role":"assistant","role":"user","content":"x"}]}"#;
+        assert!(message(guard(twice)).contains("the key `role` appears twice"));
+        let lone = br#"{"messages":[{"role":"user","content":"\ud800 x"}]}"#;
+        assert!(message(guard(lone)).contains("half of a surrogate pair"));
     }
 
     #[test]
@@ -337,7 +358,7 @@ mod tests {
         .unwrap();
         assert_eq!(g.mode, Some(Mode::Loose));
         assert!(g.verdict_only);
-        let m = moderation(br#"{"input":["a","b"],"model":"m"}"#).unwrap();
+        let m = moderation(br#"{"input":["a","b"],"model":"m"}"#, 2).unwrap();
         assert_eq!(m.inputs, vec!["a", "b"]);
         let o = open(br#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Sure"}]}"#).unwrap();
         assert_eq!(o.partial.as_deref(), Some("Sure"));

@@ -165,7 +165,7 @@ fn portable_block(x: &[u16], depth: usize, group: &[u16], n: usize, out: &mut [f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::packed::sample_operands;
+    use crate::kernels::packed::{sample_operands, test_shapes};
 
     fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         let round = |v: f32| bf16::from_f32(v).to_f32();
@@ -193,14 +193,15 @@ mod tests {
     #[test]
     fn every_path_matches_a_wide_reference_for_odd_shapes() {
         eprintln!("bf16 paths: {:?}", Isa::supported());
-        for (m, n, k) in [
+        let shapes = test_shapes(&[
             (1, 7, 33),
             (5, 130, 70),
             (1, 64, 1024),
             (67, 9, 40),
             (13, 200, 64),
             (300, 70, 40),
-        ] {
+        ]);
+        for &(m, n, k) in shapes {
             let (x, w) = sample_operands(m, n, k);
             let matrix = Bf16Matrix::from_f32(&w, n, k);
             let expected = reference(&x, m, &w, n, k);

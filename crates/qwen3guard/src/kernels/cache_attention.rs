@@ -445,6 +445,10 @@ mod tests {
     }
 
     #[test]
+    // Safe code only (the attention over the cache has no unsafe block), over thousands
+    // of 128-wide vectors: hours under Miri, which interprets every operation. The page
+    // edges it crosses are Miri-checked in `model::cache`.
+    #[cfg_attr(miri, ignore = "hours under Miri; safe code")]
     fn chunked_appends_over_pages_match_a_wide_reference() {
         let dim = 128;
         for precision in [KvPrecision::F32, KvPrecision::Bf16, KvPrecision::Q8] {
@@ -483,6 +487,7 @@ mod tests {
     /// Key and value vectors shorter than a panel (64) are padded in the page and still
     /// meet their queries and weights exactly as stored, in every precision.
     #[test]
+    #[cfg_attr(miri, ignore = "over a quarter of an hour under Miri; safe code")]
     fn short_vectors_are_padded() {
         let (dim, heads, kv_heads, len) = (16, 4, 2, 70);
         for precision in [KvPrecision::F32, KvPrecision::Bf16, KvPrecision::Q8] {

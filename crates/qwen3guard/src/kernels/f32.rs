@@ -119,22 +119,24 @@ fn portable_block(x: &[f32], depth: usize, group: &[f32], n: usize, out: &mut [f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::packed::sample_operands;
+    use crate::kernels::packed::{sample_operands, test_shapes};
 
     #[test]
     fn every_path_matches_a_wide_reference_for_odd_shapes() {
         eprintln!("f32 paths: {:?}", Isa::supported());
-        for (m, n, k) in [
+        let shapes = test_shapes(&[
             (1, 7, 33),
             (5, 130, 70),
             (3, 3, 16),
             (67, 9, 40),
             (13, 200, 64),
             (300, 70, 40),
-            // Row runs of 4 and 2 after full tiles of 6; depths off the unrolled step of 4.
+            // Row runs of 4 and 2 after full tiles of 6; depths off the unrolled step
+            // of 4.
             (10, 50, 37),
             (8, 64, 22),
-        ] {
+        ]);
+        for &(m, n, k) in shapes {
             let (x, w) = sample_operands(m, n, k);
             let matrix = F32Matrix::from_f32(&w, n, k);
             let ours = matrix.matmul(&x, m);

@@ -160,6 +160,20 @@ where
     out
 }
 
+/// The `(m, n, k)` shapes a product test runs: `full`, or under Miri, which interprets
+/// every operation, two that keep the edges (a lone row and a partial row tile, a partial
+/// group of columns, depths off every unrolled step) for a fraction of the work.
+#[cfg(test)]
+pub(crate) fn test_shapes(
+    full: &'static [(usize, usize, usize)],
+) -> &'static [(usize, usize, usize)] {
+    if cfg!(miri) {
+        &[(1, 7, 33), (7, 70, 37)]
+    } else {
+        full
+    }
+}
+
 /// Deterministic test operands for the kernels: `(m, k)` activations and `(n, k)`
 /// weights, spread over positive and negative values with no two rows alike.
 #[cfg(test)]

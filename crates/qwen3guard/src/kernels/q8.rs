@@ -413,17 +413,18 @@ fn portable_block(x: &QuantizedView, w: &GroupView, n: usize, out: &mut [f32], l
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::packed::sample_operands;
+    use crate::kernels::packed::{sample_operands, test_shapes};
 
     #[test]
     fn close_to_the_f32_product_for_odd_shapes() {
-        for (m, n, k) in [
+        let shapes = test_shapes(&[
             (1, 7, 33),
             (5, 130, 70),
             (1, 64, 1024),
             (67, 9, 200),
             (300, 70, 40),
-        ] {
+        ]);
+        for &(m, n, k) in shapes {
             let (x, w) = sample_operands(m, n, k);
             let ours = Q8Matrix::from_f32(&w, n, k).matmul(&x, m);
             for r in 0..m {
