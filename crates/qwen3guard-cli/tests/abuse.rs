@@ -1,6 +1,8 @@
 //! The injection and abuse corpus (`tests/abuse/`, described in docs/RELIABILITY.md):
 //! adversarial conversations through `qwen3guard render --json` on the Gen and Stream
-//! fixtures, and through a real `qwen3guard serve` (`/v1/guard` and a stream session).
+//! fixtures, and through a real `qwen3guard serve` (`/v1/guard` and a stream session
+//! here; moderations, reward, token-id appends and WebSocket frames in
+//! `abuse/endpoints.rs`; the proxy in the server crate's `tests/abuse_proxy.rs`).
 //!
 //! Every case must come out in one of two ways. Refused: the CLI exits non-zero with one
 //! `error:` line and no panic, and the server answers a 4xx in the OpenAI error shape.
