@@ -1,6 +1,8 @@
-//! Profiling driver: `stream_timing DIR DTYPE LEN REPS [decode]` opens a Stream session on LEN
-//! filler tokens REPS times (prefill), or with `decode` appends REPS single tokens after
-//! LEN, printing each time. Run it under `perf record`.
+//! Profiling driver: `stream_timing DIR DTYPE LEN REPS [decode | batch N]` opens a Stream
+//! session on LEN filler tokens REPS times (prefill); with `decode` it appends REPS single
+//! tokens after LEN; with `batch N` it opens N sessions on LEN tokens and appends one token
+//! to each of them REPS times as one `append_batch` (the server's step for N concurrent
+//! sessions). Run it under `perf record`.
 use qwen3guard::*;
 use std::time::Instant;
 fn main() {
@@ -17,11 +19,33 @@ fn main() {
     let len: usize = args[3].parse().expect("len");
     let reps: usize = args[4].parse().expect("reps");
     let decode = args.get(5).is_some_and(|a| a == "decode");
+    let batch: Option<usize> =
+        (args.get(5).is_some_and(|a| a == "batch")).then(|| args[6].parse().expect("batch size"));
     let ckpt = Checkpoint::open(dir).expect("checkpoint");
     let g = StreamGuard::load(&ckpt, &LoadOptions { precision }).expect("load");
     let ids: Vec<u32> = (0..len as u32)
         .map(|i| 1000 + (i * 7919) % 50_000)
         .collect();
+    if let Some(n) = batch {
+        let mut sessions: Vec<StreamSession> =
+            (0..n).map(|_| g.open_ids(&ids).expect("open")).collect();
+        let token: &[u32] = &[1000];
+        let feeds = vec![token; n];
+        let mut times = Vec::new();
+        for _ in 0..reps {
+            let mut refs: Vec<&mut StreamSession> = sessions.iter_mut().collect();
+            let t = Instant::now();
+            g.append_batch(&mut refs, &feeds).expect("append_batch");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        let ms = times[times.len() / 2];
+        println!(
+            "{n} sessions after {len}: step median {ms:.2} ms, {:.1} tokens/s",
+            n as f64 / ms * 1000.0
+        );
+        return;
+    }
     if decode {
         let mut s = g.open_ids(&ids).expect("open");
         let mut times = Vec::new();

@@ -58,11 +58,11 @@ fn answered(reply: &Reply, stream: bool) -> (String, bool, bool) {
         assert_eq!(frames.last(), Some(&Value::from("[DONE]")), "{frames:?}");
         let finish = frames
             .iter()
-            .filter_map(|f| {
+            .rev()
+            .find_map(|f| {
                 f.pointer("/choices/0/finish_reason")
                     .and_then(Value::as_str)
             })
-            .last()
             .map(str::to_owned);
         let guard = frames
             .iter()

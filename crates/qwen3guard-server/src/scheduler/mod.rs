@@ -15,7 +15,9 @@
 //!
 //! - [`gen`]: the Gen lane (admission, cancellation, verdicts and category scores).
 //! - [`stream`]: session commands (open, append with offsets and re-tokenization, read).
+//! - [`gather`]: how long a round waits for the appends about to come back.
 
+mod gather;
 mod gen;
 mod stream;
 
@@ -37,6 +39,7 @@ use crate::validation::{AppendRequest, OpenRequest};
 pub use gen::GenOutcome;
 pub use stream::{Appended, Opened, SessionView, Stops};
 
+use gather::Gather;
 use gen::{GenJob, GenLane};
 use stream::PendingAppend;
 
@@ -123,6 +126,7 @@ impl Scheduler {
             limits: limits.clone(),
             mode: config.mode,
             metrics: metrics.clone(),
+            gather: Gather::default(),
         };
         std::thread::Builder::new()
             .name("qwen3guard-scheduler".into())
@@ -232,6 +236,9 @@ struct Worker {
     limits: Limits,
     mode: Mode,
     metrics: Arc<Metrics>,
+    /// The last append step, which says how long a round waits for the rest of its
+    /// sessions.
+    gather: Gather,
 }
 
 /// When the worker hands freed memory back to the system.
@@ -274,6 +281,10 @@ impl Trim {
     }
 }
 
+fn is_append(command: &Command) -> bool {
+    matches!(command, Command::Append(..))
+}
+
 impl Worker {
     fn run(mut self, rx: Receiver<Command>) {
         // The lane borrows this clone of the Gen model, not the worker.
@@ -300,12 +311,22 @@ impl Worker {
                 trim.note(!commands.is_empty() || busy);
             }
             // Everything already waiting joins this round, up to a bound that keeps one
-            // round's latency in check.
-            while !commands.is_empty() && commands.len() < self.limits.max_batch.max(1) * 4 {
-                match rx.try_recv() {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
+            // round's latency in check, and the appends of sessions just answered get a
+            // moment to come back (see `gather`).
+            let bound = self.limits.max_batch.max(1) * 4;
+            let started = Instant::now();
+            let mut appends = commands.iter().filter(|c| is_append(c)).count();
+            while !commands.is_empty() && commands.len() < bound {
+                let next = match self.gather.deadline(appends, started) {
+                    None => rx.try_recv().ok(),
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        rx.recv_timeout(left).ok()
+                    }
+                };
+                let Some(command) = next else { break };
+                appends += usize::from(is_append(&command));
+                commands.push(command);
             }
             self.metrics
                 .queue_depth

@@ -1,6 +1,8 @@
 //! Session commands on the scheduler thread: open (with a partial assistant message),
 //! append (offsets, re-tokenized text, caps; every waiting append in one batch), read.
 
+use std::time::Instant;
+
 use qwen3guard::stream::{PromptVerdict, ResponseVerdict, TokenVerdict};
 use qwen3guard::{Mode, StreamGuard, StreamSession};
 use serde::{Deserialize, Serialize};
@@ -343,12 +345,14 @@ impl Worker {
             .iter_mut()
             .map(|a| std::mem::take(&mut a.ids))
             .collect();
+        let started = Instant::now();
         let together = {
             let mut sessions: Vec<&mut qwen3guard::StreamSession> =
                 appends.iter_mut().map(|a| &mut a.entry.session).collect();
             let lists: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
             guard.append_batch(&mut sessions, &lists)
         };
+        self.gather.answered(appends.len(), started.elapsed());
         for (mut pending, ids) in appends.drain(..).zip(ids) {
             // On a batch error every session is unchanged: rerun this one alone.
             let result = match &together {

@@ -187,78 +187,153 @@ fn precision_of(rows: &Rows) -> KvPrecision {
 ///
 /// `q` is rows `(len, heads * head_dim)` (already rotated) for positions `first..first + len`,
 /// whose keys and values (and all before) are already written to the cache. Returns
-/// `(len, heads * head_dim)`, ready for the output projection.
-pub fn attend_cached(
+/// `(len, heads * head_dim)`, ready for the output projection. The model calls the batched
+/// form; this one sequence's form is what the tests check against the reference.
+#[cfg(test)]
+fn attend_cached(
     q: &[f32],
     cache: &KvCache,
     layer: usize,
     (heads, first, len): (usize, usize, usize),
     scale: f32,
 ) -> Result<Vec<f32>> {
-    let dim = q.len() / (heads * len).max(1);
-    let kv_heads = cache.kv_heads();
-    let precision = cache.precision();
-    let shape = Shape {
-        heads,
-        dim,
-        key_depth: precision.key_depth(dim),
-        value_depth: precision.value_depth(dim),
-        rep: heads / kv_heads.max(1),
-        offset: first,
-        scale,
+    let sequence = Sequence {
+        q,
+        cache,
+        first,
+        len,
     };
-    let visible = (shape.offset + len).div_ceil(PAGE);
-    let pages = cache.pages(layer);
-    let fits = dim == cache.head_dim() && heads.is_multiple_of(kv_heads.max(1));
-    if !fits || pages.len() < visible || q.len() != heads * len * dim {
-        return Err(Error::Session(format!(
-            "attention of layer {layer}: the cache does not hold the {len} new positions"
-        )));
-    }
-    let pages = &pages[..visible];
-    if pages
+    Ok(attend_cached_batch(&[sequence], layer, heads, scale)?.remove(0))
+}
+
+/// One sequence's new positions in [`attend_cached_batch`]: queries `q` `(len, heads *
+/// head_dim)` for positions `first..first + len` of `cache`.
+pub struct Sequence<'a> {
+    /// The rotated queries.
+    pub q: &'a [f32],
+    /// The sequence's cache, already holding the new keys and values.
+    pub cache: &'a KvCache,
+    /// Position of the first new row.
+    pub first: usize,
+    /// New rows.
+    pub len: usize,
+}
+
+/// [`attend_cached`] for several sequences in one parallel pass: each result equals that
+/// sequence's own call, but the tasks of all of them (key/value head x block of
+/// positions) share the thread pool at once. A step of many sessions with one new token
+/// each is many tiny attentions; run one after another, each waited for its few tasks
+/// and the cores idled between them.
+pub fn attend_cached_batch(
+    sequences: &[Sequence<'_>],
+    layer: usize,
+    heads: usize,
+    scale: f32,
+) -> Result<Vec<Vec<f32>>> {
+    let prepared: Vec<Prepared<'_>> = sequences
         .iter()
-        .any(|p| precision_of(&p.keys) != precision || precision_of(&p.values) != precision)
-    {
-        return Err(Error::Unsupported(
-            "a cache page in another precision".into(),
-        ));
-    }
-    // Per key/value head, its part of every visible page.
-    let per_head: Vec<Vec<HeadPage>> = (0..kv_heads)
-        .map(|head| {
-            pages
-                .iter()
-                .map(|page| HeadPage {
-                    keys: &page.keys,
-                    values: &page.values,
-                    head,
-                })
-                .collect()
+        .map(|s| Prepared::new(s, layer, heads, scale))
+        .collect::<Result<_>>()?;
+    let tasks: Vec<(usize, usize, usize)> = prepared
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let blocks = p.len.div_ceil(POSITION_BLOCK);
+            (0..p.per_head.len() * blocks).map(move |t| (i, t / blocks, t % blocks))
         })
         .collect();
-
-    let blocks = len.div_ceil(POSITION_BLOCK);
-    let results: Vec<(usize, usize, Vec<f32>)> = (0..kv_heads * blocks)
+    let results: Vec<(usize, usize, usize, Vec<f32>)> = tasks
         .into_par_iter()
-        .map(|task| {
-            let (g, b) = (task / blocks, task % blocks);
+        .map(|(i, g, b)| {
+            let (p, q) = (&prepared[i], sequences[i].q);
             let i0 = b * POSITION_BLOCK;
-            let i1 = (i0 + POSITION_BLOCK).min(len);
-            let block = attend_block(&shape, precision, q, g, i0..i1, &per_head[g]);
-            (g, i0, block)
+            let i1 = (i0 + POSITION_BLOCK).min(p.len);
+            let block = attend_block(&p.shape, p.precision, q, g, i0..i1, &p.per_head[g]);
+            (i, g, i0, block)
         })
         .collect();
 
     // Scatter each block's rows (position-major, then query head) to `(len, heads, dim)`.
-    let mut out = vec![0f32; len * heads * dim];
-    for (g, i0, block) in results {
+    let mut outs: Vec<Vec<f32>> = prepared
+        .iter()
+        .map(|p| vec![0f32; p.len * heads * p.shape.dim])
+        .collect();
+    for (i, g, i0, block) in results {
+        let (shape, out) = (&prepared[i].shape, &mut outs[i]);
+        let dim = shape.dim;
         for (r, row) in block.chunks_exact(dim).enumerate() {
-            let (i, h) = (i0 + r / shape.rep, g * shape.rep + r % shape.rep);
-            out[(i * heads + h) * dim..][..dim].copy_from_slice(row);
+            let (pos, h) = (i0 + r / shape.rep, g * shape.rep + r % shape.rep);
+            out[(pos * heads + h) * dim..][..dim].copy_from_slice(row);
         }
     }
-    Ok(out)
+    Ok(outs)
+}
+
+/// A sequence checked against its cache, with what its tasks share.
+struct Prepared<'a> {
+    shape: Shape,
+    precision: KvPrecision,
+    len: usize,
+    /// Per key/value head, its part of every visible page.
+    per_head: Vec<Vec<HeadPage<'a>>>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(sequence: &Sequence<'a>, layer: usize, heads: usize, scale: f32) -> Result<Self> {
+        let Sequence {
+            q,
+            cache,
+            first,
+            len,
+        } = *sequence;
+        let dim = q.len() / (heads * len).max(1);
+        let kv_heads = cache.kv_heads();
+        let precision = cache.precision();
+        let shape = Shape {
+            heads,
+            dim,
+            key_depth: precision.key_depth(dim),
+            value_depth: precision.value_depth(dim),
+            rep: heads / kv_heads.max(1),
+            offset: first,
+            scale,
+        };
+        let visible = (shape.offset + len).div_ceil(PAGE);
+        let pages = cache.pages(layer);
+        let fits = dim == cache.head_dim() && heads.is_multiple_of(kv_heads.max(1));
+        if !fits || pages.len() < visible || q.len() != heads * len * dim {
+            return Err(Error::Session(format!(
+                "attention of layer {layer}: the cache does not hold the {len} new positions"
+            )));
+        }
+        let pages = &pages[..visible];
+        if pages
+            .iter()
+            .any(|p| precision_of(&p.keys) != precision || precision_of(&p.values) != precision)
+        {
+            return Err(Error::Unsupported(
+                "a cache page in another precision".into(),
+            ));
+        }
+        let per_head = (0..kv_heads)
+            .map(|head| {
+                pages
+                    .iter()
+                    .map(|page| HeadPage {
+                        keys: &page.keys,
+                        values: &page.values,
+                        head,
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Prepared {
+            shape,
+            precision,
+            len,
+            per_head,
+        })
+    }
 }
 
 /// One key/value head `g` and new positions `positions`: rows `(position, query head)`,
@@ -509,6 +584,59 @@ mod tests {
                 |w, _| weighted(precision, w),
             );
             assert_close(precision, &ours, &expected, "head_dim 16");
+        }
+    }
+
+    /// Sequences of different lengths, offsets and cache precisions' shapes in one batch
+    /// get exactly what each gets alone.
+    #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri; safe code")]
+    fn a_batch_equals_each_sequence_alone() {
+        let (dim, heads, kv_heads) = (64, 4, 2);
+        for precision in [KvPrecision::F32, KvPrecision::Bf16, KvPrecision::Q8] {
+            // (cached before, new rows): one token after many, a chunk, a fresh prompt.
+            let plan = [(70, 1), (3, 20), (0, 5), (130, 1)];
+            let mut caches = Vec::new();
+            let mut queries = Vec::new();
+            for (n, &(cached, len)) in plan.iter().enumerate() {
+                let mut cache = KvCache::new(1, kv_heads, dim, precision);
+                let total = cached + len;
+                let k = values(n * 5 + 1, total * kv_heads * dim);
+                let v = values(n * 5 + 2, total * kv_heads * dim);
+                if cached > 0 {
+                    cache.write(
+                        0,
+                        &k[..cached * kv_heads * dim],
+                        &v[..cached * kv_heads * dim],
+                        cached,
+                    );
+                    cache.advance(cached);
+                }
+                cache.write(
+                    0,
+                    &k[cached * kv_heads * dim..],
+                    &v[cached * kv_heads * dim..],
+                    len,
+                );
+                caches.push(cache);
+                queries.push(values(n * 5 + 3, len * heads * dim));
+            }
+            let sequences: Vec<Sequence> = plan
+                .iter()
+                .zip(&caches)
+                .zip(&queries)
+                .map(|((&(cached, len), cache), q)| Sequence {
+                    q,
+                    cache,
+                    first: cached,
+                    len,
+                })
+                .collect();
+            let together = attend_cached_batch(&sequences, 0, heads, 0.125).unwrap();
+            for (s, batched) in sequences.iter().zip(&together) {
+                let alone = attend_cached(s.q, s.cache, 0, (heads, s.first, s.len), 0.125).unwrap();
+                assert_eq!(&alone, batched, "{precision:?} after {}", s.first);
+            }
         }
     }
 }

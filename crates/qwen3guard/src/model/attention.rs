@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::checkpoint::{Qwen3Config, Weights};
 use crate::error::Result;
-use crate::kernels::cache_attention::attend_cached;
+use crate::kernels::cache_attention::{attend_cached_batch, Sequence};
 use crate::model::backbone::Segment;
 use crate::model::rotary::RopeTables;
 use crate::model::{linear, stacked_linear, Linear, RmsNorm};
@@ -86,29 +86,35 @@ impl Attention {
                 v.copy_from_slice(v_in);
             });
 
-        // 2. Per sequence: write the new keys and values to its cache, then attend over
-        //    everything it caches, reading the cache in place (see `cache_attention`).
-        let mut out = Vec::with_capacity(rows * q_width);
-        let (mut first, mut kept) = (0, 0);
+        // 2. Write every sequence's new keys and values to its cache, then attend over
+        //    everything each caches, reading the caches in place, all sequences in one
+        //    parallel pass (see `cache_attention`).
+        let mut first = 0;
         for segment in segments.iter_mut() {
-            let (len, keep, cache) = (segment.len, segment.keep, &mut *segment.cache);
-            let kv = first * kv_width..(first + len) * kv_width;
-            cache.write(layer, &k[kv.clone()], &v[kv], len);
+            let kv = first * kv_width..(first + segment.len) * kv_width;
+            segment
+                .cache
+                .write(layer, &k[kv.clone()], &v[kv], segment.len);
+            first += segment.len;
+        }
+        let mut sequences = Vec::with_capacity(segments.len());
+        let mut first = 0;
+        for segment in segments.iter() {
+            let (len, keep) = (segment.len, segment.keep);
             if keep > 0 {
-                let queries = &q[(first + len - keep) * q_width..(first + len) * q_width];
-                let at = cache.len() + len - keep;
-                let scale = self.scale as f32;
-                out.extend(attend_cached(
-                    queries,
-                    cache,
-                    layer,
-                    (self.heads, at, keep),
-                    scale,
-                )?);
+                sequences.push(Sequence {
+                    q: &q[(first + len - keep) * q_width..(first + len) * q_width],
+                    cache: &*segment.cache,
+                    first: segment.cache.len() + len - keep,
+                    len: keep,
+                });
             }
             first += len;
-            kept += keep;
         }
+        let kept: usize = sequences.iter().map(|s| s.len).sum();
+        let scale = self.scale as f32;
+        let outs = attend_cached_batch(&sequences, layer, self.heads, scale)?;
+        let out = outs.concat();
         self.o_proj.forward_rows(&out, kept)
     }
 }
