@@ -555,8 +555,8 @@ def index(runs, docs):
         missed = [t for t in new["targets"] if t.endswith("**missed** |")]
         sections.append(f"""## {kind}: {m.get('cpu', 'n/a')}, {m.get('cpus', '?')} cores (run of {new['name']})
 
-SIMD: {' '.join(m.get('simd', []))}. Size: 0.6B (random weights of the real shape); 4B and 8B
-have no run yet. Full page, with every figure, the peers' notes and the machine's load:
+SIMD: {' '.join(m.get('simd', []))}. Size: 0.6B (random weights of the real shape); larger
+sizes at the end of this page. Full page, with every figure, the peers' notes and the machine's load:
 [benchmarks/{new['name']}.md](benchmarks/{new['name']}.md){'; earlier runs on this kind: ' + older if older else ''}.
 
 {HEADLINE_HEAD}
@@ -575,9 +575,26 @@ number was measured on the machine its section names, 2 threads for every tool, 
 timed runs after a warm-up. Runs on one kind of processor are comparable with each other,
 not across kinds.
 
-{chr(10).join(sections)}"""
+{chr(10).join(sections)}{larger_sizes(docs)}"""
     (docs / "BENCHMARKS.md").write_text(md)
     print(f"wrote {docs / 'BENCHMARKS.md'} ({len(kinds)} processor kinds, {len(runs)} runs)")
+
+
+def larger_sizes(docs):
+    """The 4B and 8B pages (`bench/sizes_bench.sh` runs, written by hand from their results),
+    one line each with the page's title and its summary line (the one starting `Targets:`)."""
+    pages = sorted((docs / "benchmarks").glob("*-[48]B.md"))
+    lines = []
+    for p in pages:
+        text = p.read_text().splitlines()
+        summary = next((l for l in text if l.startswith("Targets:")), "")
+        lines.append(f"- [{text[0].lstrip('# ')}](benchmarks/{p.name}). {summary}".rstrip())
+    listed = chr(10).join(lines) if lines else "No 4B or 8B run yet."
+    return f"""
+## Larger sizes
+
+{listed}
+"""
 
 
 HEADLINE_HEAD = ("| figure (0.6B) | qwen3guard f32 | qwen3guard bf16 | qwen3guard q8 | llama.cpp f32 | "

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The larger sizes (4B, 8B): `qwen3guard bench` on random checkpoints of the published
+# shapes, side by side with llama.cpp's llama-bench on GGUF conversions of the same Gen
+# weights, 2 threads each. Writes bench/results/<date>-<SIZE>/ (one JSON per tool, dtype
+# and figure, plus /usr/bin/time's report with the peak resident memory of each process).
+#
+#   SIZE=4B bench/sizes_bench.sh
+#
+# Environment: SIZE (4B), MODELS (/work/models: where the checkpoints and GGUF files go;
+# a 4B pair takes 16 GB in bf16, an 8B pair 33 GB, plus the GGUF files), BIN
+# (target/release/qwen3guard), LLAMA_SRC (the llama.cpp source vendored in llama-cpp-python),
+# LLAMA_BUILD (a CMake build folder of it; configured here with -DGGML_NATIVE=ON, so that
+# llama-bench uses every instruction set the machine has), PY (a python with numpy),
+# RUNS (2), OUT.
+#
+# llama.cpp's figures are its llama-bench's: prefill `-p 512`; a decoding step after 128,
+# 512 and 2,048 tokens of context `-n 8 -d 128,512,2048` (llama.cpp has no Stream heads; as
+# for 0.6B, the Stream token is compared with the Gen decode step of the same backbone);
+# the verdict forward `-p 115 -d 201`: the 113 tokens of the `bench` prompt after its
+# 201-token preamble, plus `Safety:`, on top of the cached preamble.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-4B}
+MODELS=${MODELS:-/work/models}
+BIN=${BIN:-target/release/qwen3guard}
+LLAMA_SRC=${LLAMA_SRC:-$HOME/.cache/qwen3guard/llama-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp}
+LLAMA_BUILD=${LLAMA_BUILD:-/work/llbuild/build}
+PY=${PY:-python3}
+RUNS=${RUNS:-2}
+OUT=${OUT:-bench/results/$(date +%Y-%m-%d)-$SIZE}
+mkdir -p "$OUT"
+
+for variant in gen stream; do
+  dir="$MODELS/$variant-$SIZE"
+  [ -s "$dir/config.json" ] || "$BIN" make-random --variant "$variant" --size "$SIZE" --out "$dir"
+done
+{ echo "date: $(date -u +%FT%TZ)"; echo "commit: $(git rev-parse HEAD)"
+  lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
+  echo "simd: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "kernels: $($BIN --version)"; echo "threads: 2"; } > "$OUT/machine.txt"
+
+for variant in gen stream; do
+  for dtype in bf16 q8; do
+    /usr/bin/time -v "$BIN" bench --model "$MODELS/$variant-$SIZE" --dtype "$dtype" --threads 2 \
+      --runs "$RUNS" --json > "$OUT/qwen3guard-$variant-$dtype.json" 2> "$OUT/qwen3guard-$variant-$dtype.time"
+  done
+done
+
+cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF > "$OUT/llama-build.log" 2>&1
+cmake --build "$LLAMA_BUILD" --target llama-bench -j"$(nproc)" >> "$OUT/llama-build.log" 2>&1
+bench="$LLAMA_BUILD/bin/llama-bench"
+for type in bf16 q8_0; do
+  gguf="$MODELS/gen-$SIZE-$type.gguf"
+  [ -s "$gguf" ] || PYTHONPATH="$LLAMA_SRC/gguf-py" "$PY" ../shared/tools/to_gguf.py \
+    "$MODELS/gen-$SIZE" "$gguf" "$type"
+  run() {  # figure, llama-bench arguments
+    local figure=$1; shift
+    /usr/bin/time -v "$bench" -m "$gguf" -t 2 -r "$RUNS" -o json "$@" \
+      > "$OUT/llama-$type-$figure.json" 2> "$OUT/llama-$type-$figure.time"
+  }
+  run prefill -p 512 -n 0
+  run verdict -p 115 -n 0 -d 201
+  run decode -p 0 -n 8 -d 128,512,2048
+done
+echo "results in $OUT"
