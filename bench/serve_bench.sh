@@ -8,8 +8,11 @@
 # Environment: BIN (target/release/qwen3guard), GEN and STREAM (random 0.6B checkpoints from
 # `qwen3guard make-random`), LLAMA_SERVER (a built llama-server binary), GGUF_BF16 and
 # GGUF_Q8 (the Gen checkpoint converted with llama.cpp's convert_hf_to_gguf.py), THREADS (2),
-# OUT (bench/results/<date>-serving), DTYPES ("bf16 q8"), PARTS ("library overhead gen
-# stream llama churn").
+# OUT (bench/results/<date>-serving), DTYPES ("bf16 q8"), PARTS ("library overhead
+# inprocess gen stream llama churn"). `inprocess` is the overhead measured in one process
+# (crates/qwen3guard-server/examples/overhead.rs: the library call and the HTTP request in
+# alternation); `library` and `overhead` time the two paths in two processes, one after
+# the other, which differ by more between runs than the overhead they are meant to show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/qwen3guard}
@@ -20,7 +23,7 @@ GGUF_BF16=${GGUF_BF16:-/work/models/gen-0.6B-bf16.gguf}
 GGUF_Q8=${GGUF_Q8:-/work/models/gen-0.6B-q8_0.gguf}
 THREADS=${THREADS:-2}
 DTYPES=${DTYPES:-bf16 q8}
-PARTS=${PARTS:-library overhead gen stream llama churn}
+PARTS=${PARTS:-library overhead inprocess gen stream llama churn}
 OUT=${OUT:-bench/results/$(date +%Y-%m-%d)-serving}
 PORT=${PORT:-18300}
 mkdir -p "$OUT"
@@ -44,6 +47,11 @@ fi
 for dtype in $DTYPES; do
   if has library; then
     RAYON_NUM_THREADS=$THREADS "$BIN" bench --model "$GEN" --dtype "$dtype" --runs 10 --json > "$OUT/library-$dtype.json"
+  fi
+  if has inprocess; then
+    cargo build --release -p qwen3guard-server --example overhead
+    RAYON_NUM_THREADS=$THREADS target/release/examples/overhead "$GEN" "$dtype" 20 \
+      > "$OUT/inprocess-$dtype.jsonl"
   fi
   if has gen || has overhead || has stream || has churn; then
     RAYON_NUM_THREADS=$THREADS "$BIN" serve --gen-model "$GEN" --stream-model "$STREAM" \

@@ -34,6 +34,16 @@ def main():
                     a, b = lib[key], overhead[key]["p50_ms"]
                     print(f"| {name} | {a:.0f} ms | {b:.0f} ms | {100 * (b - a) / a:+.1f} % |")
             print()
+        inprocess = lines(out / f"inprocess-{dtype}.jsonl")
+        if inprocess:
+            print("| the `bench` prompt at concurrency 1, in one process, alternating | library (median) | server (`/v1/guard`, median) | overhead |")
+            print("| --- | ---: | ---: | ---: |")
+            names = {"prompt_warm_ms": "moderation, 8 tokens decoded",
+                     "verdict_only_ms": "verdict only (label and scores)"}
+            for o in inprocess:
+                print(f"| {names[o['figure']]} | {o['library_ms']:.0f} ms | {o['server_ms']:.0f} ms | "
+                      f"{o['overhead_pct']:+.1f} % |")
+            print()
         if gen or llama:
             print("| work | concurrency | qwen3guard req/s (p50 / p99 ms) | llama-server req/s (p50 / p99 ms) | ratio |")
             print("| --- | ---: | ---: | ---: | ---: |")
