@@ -42,7 +42,22 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// Starts llama-server on a free port and waits until `/health` answers 200.
+    ///
+    /// The port is picked by binding port 0 and letting it go, so another process (the
+    /// other llama test runs in parallel) can take it before llama-server binds it; then
+    /// the child exits, and it is started again on a new port.
     pub fn start(server: &Path, gguf: &Path) -> Self {
+        for _ in 0..3 {
+            if let Some(llama) = Self::try_start(server, gguf) {
+                return llama;
+            }
+        }
+        panic!("llama-server exited on start three times (see .ci/llama-upstream)");
+    }
+
+    /// One start; `None` if the child exited before it was ready.
+    fn try_start(server: &Path, gguf: &Path) -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -64,21 +79,27 @@ impl Llama {
             .stderr(Stdio::null())
             .spawn()
             .expect("llama-server starts");
-        let llama = Llama { child, port };
+        let mut llama = Llama { child, port };
         let start = Instant::now();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = llama.addr();
+        // While it loads, a connection can be refused or reset: not ready yet.
         let ready = || {
-            std::net::TcpStream::connect(addr).is_ok()
-                && super::request(addr, "GET", "/health", &[], b"").status == 200
+            super::client::try_request(addr, "GET", "/health", &[], b"")
+                .is_some_and(|reply| reply.status == 200)
         };
         while !ready() {
+            if llama.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "llama-server not ready"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        llama
+        // Ready, and the answer came from this child, not from a server that took its
+        // port first.
+        (llama.child.try_wait().ok().flatten().is_none()).then_some(llama)
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
