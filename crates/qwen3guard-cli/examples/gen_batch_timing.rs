@@ -1,6 +1,10 @@
 //! Throughput driver: `gen_batch_timing DIR DTYPE N` moderates N short prompts (full
 //! moderation, 8 tokens at most) one at a time and then as one batch
 //! (`GenGuard::moderate_batch`), three times, printing both wall times.
+//! `gen_batch_timing DIR DTYPE N rounds` instead adds N requests to one running batch
+//! (`GenGuard::batch`, as the server's scheduler does) and prints the wall time of every
+//! round, three times: prefill rounds and decoding rounds can be told apart (and
+//! profiled) there.
 use qwen3guard::*;
 use std::time::Instant;
 
@@ -15,7 +19,11 @@ const PROMPTS: [&str; 8] = [
     "Recommend three science fiction novels for a teenager.",
 ];
 
+#[path = "../src/alloc.rs"]
+mod alloc;
+
 fn main() {
+    alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::Path::new(&args[1]);
     let precision: Precision = args[2].parse().expect("dtype");
@@ -35,6 +43,12 @@ fn main() {
     };
     let requests: Vec<(&Conversation, GenOptions)> =
         conversations.iter().map(|c| (c, options)).collect();
+    if args.get(4).is_some_and(|a| a == "rounds") {
+        for _ in 0..3 {
+            time_rounds(&guard, &requests);
+        }
+        return;
+    }
     for _ in 0..3 {
         let start = Instant::now();
         for c in &conversations {
@@ -52,4 +66,31 @@ fn main() {
             alone / together
         );
     }
+}
+
+/// One running batch of `requests`, round by round: each round's wall time and how many
+/// requests were still running in it.
+fn time_rounds(guard: &GenGuard, requests: &[(&Conversation, GenOptions)]) {
+    let mut batch = guard.batch();
+    for (conversation, options) in requests {
+        batch.add(conversation, options).expect("add");
+    }
+    let start = Instant::now();
+    let mut rounds = Vec::new();
+    while !batch.is_empty() {
+        let running = batch.len();
+        let round = Instant::now();
+        for (_, result) in batch.step() {
+            result.expect("moderate");
+        }
+        rounds.push(format!(
+            "{running}:{:.0}",
+            round.elapsed().as_secs_f64() * 1000.0
+        ));
+    }
+    println!(
+        "rounds (running:ms) {} | total {:.0} ms",
+        rounds.join(" "),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
 }

@@ -5,14 +5,11 @@
 //! sessions). Run it under `perf record`.
 use qwen3guard::*;
 use std::time::Instant;
+#[path = "../src/alloc.rs"]
+mod alloc;
+
 fn main() {
-    // glibc's allocator tuning, as the CLI does; other C libraries have no `mallopt`.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: allocator tuning before any other thread exists (as the CLI does).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
+    alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::Path::new(&args[1]);
     let precision: Precision = args[2].parse().expect("dtype");

@@ -3,6 +3,7 @@
 //! Argument parsing and output formatting only; the engine is the `qwen3guard` crate and
 //! the metrics are `qwen3guard-eval`.
 
+mod alloc;
 mod args;
 mod bench;
 mod eval;
@@ -82,24 +83,8 @@ fn quiet_on_closed_pipe() {
     }
 }
 
-/// Keeps freed tensor buffers in the process instead of returning them to the kernel.
-///
-/// Every forward pass allocates and frees buffers of a few megabytes; with glibc's
-/// defaults many of them are fresh mappings that the kernel must zero on first touch
-/// (the largest cost after the matrix products in a profile of a 600-token prefill).
-/// Reusing them changes no result. `mallopt` and these parameters are glibc's: musl,
-/// macOS and Windows builds skip the tuning.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() -> ExitCode {
-    keep_freed_memory();
+    alloc::keep_freed_memory();
     quiet_on_closed_pipe();
     let cli = Cli::parse();
     if let Some(threads) = cli.threads {

@@ -26,6 +26,10 @@ enum Phase {
     Verdict { categories: bool },
     /// Greedy decoding, with the answer's fixed words drafted if `drafts` is set.
     Decode,
+    /// The answer did not start with `Safety:`, so its label scores are read teacher-forced:
+    /// `Safety:` runs after the prompt's cache in one more step. A step like any other, so
+    /// that a batch's requests score together instead of one after another at the end.
+    Score,
     /// Nothing more to run.
     Done,
 }
@@ -64,6 +68,10 @@ pub(super) struct Decoder<'m> {
     draft: Vec<u32>,
     /// The step in flight is a chunk of the prompt (nothing to read back).
     prefilling: bool,
+    /// The prompt's length and its ids not in the cache at the start (what a
+    /// [`Phase::Score`] step may have to run again before `Safety:`).
+    prompt_len: usize,
+    prompt_tail: Vec<u32>,
 }
 
 impl<'m> Decoder<'m> {
@@ -78,7 +86,6 @@ impl<'m> Decoder<'m> {
     ) -> Self {
         Decoder {
             model,
-            cache,
             generated: Vec::new(),
             scores: None,
             max_new_tokens,
@@ -89,11 +96,14 @@ impl<'m> Decoder<'m> {
                 Some(categories) => Phase::Verdict { categories },
                 None => Phase::Decode,
             },
-            pending,
             cursor: format.root(),
             base: 0,
             draft: Vec::new(),
             prefilling: false,
+            prompt_len: cache.len() + pending.len(),
+            prompt_tail: pending.clone(),
+            cache,
+            pending,
         }
     }
 
@@ -105,7 +115,8 @@ impl<'m> Decoder<'m> {
     /// The next step to run, or `None` when the decoding is over.
     pub fn step(&mut self) -> Option<Step> {
         let m = self.model;
-        if self.phase != Phase::Done && self.pending.len() > PREFILL_CHUNK {
+        let prompt_phase = matches!(self.phase, Phase::Verdict { .. } | Phase::Decode);
+        if prompt_phase && self.pending.len() > PREFILL_CHUNK {
             self.prefilling = true;
             return Some(Step {
                 feed: self.pending[..PREFILL_CHUNK].to_vec(),
@@ -128,8 +139,8 @@ impl<'m> Decoder<'m> {
                 let max = m.backbone.config().max_position_embeddings;
                 let used = self.cache.len() + self.pending.len();
                 if self.generated.len() >= self.max_new_tokens || used > max {
-                    self.phase = Phase::Done;
-                    return None;
+                    self.end_decoding();
+                    return self.step();
                 }
                 let budget = self.max_new_tokens - self.generated.len();
                 self.draft = if self.drafts {
@@ -147,7 +158,33 @@ impl<'m> Decoder<'m> {
                     logits: true,
                 })
             }
+            Phase::Score => {
+                // Back to the prompt (whatever part of it is not cached runs first).
+                let have = self.cache.len().min(self.prompt_len);
+                self.cache.truncate(have);
+                let skip = self
+                    .prompt_tail
+                    .len()
+                    .saturating_sub(self.prompt_len - have);
+                let mut feed = self.prompt_tail[skip..].to_vec();
+                feed.extend(m.spec.safety_prefix());
+                Some(Step {
+                    feed,
+                    rows: 1,
+                    logits: false,
+                })
+            }
         }
+    }
+
+    /// Decoding is over: the verdict still needs its label scores unless the answer gave
+    /// them (it started with `Safety:`).
+    fn end_decoding(&mut self) {
+        self.phase = if self.scores.is_some() {
+            Phase::Done
+        } else {
+            Phase::Score
+        };
     }
 
     /// Takes the results of the step [`Self::step`] returned, after its feed ran on the
@@ -163,6 +200,13 @@ impl<'m> Decoder<'m> {
                 self.finish_decode(logits);
                 Ok(())
             }
+            Phase::Score => {
+                self.phase = Phase::Done;
+                if let Some(last) = hidden.last() {
+                    self.scores = Some(self.label_scores(last)?);
+                }
+                Ok(())
+            }
             Phase::Done => Ok(()),
         }
     }
@@ -175,8 +219,7 @@ impl<'m> Decoder<'m> {
         let Some(last) = hidden.last() else {
             return Ok(());
         };
-        let labels = m.lm_head.select(last, &m.spec.label_ids())?;
-        let scores = Scores::from_logits([labels[0], labels[1], labels[2]]);
+        let scores = self.label_scores(last)?;
         self.scores = Some(scores);
         if (scores.best() == Severity::Safe && !categories) || self.max_new_tokens == 0 {
             return Ok(());
@@ -195,6 +238,15 @@ impl<'m> Decoder<'m> {
             self.phase = Phase::Decode;
         }
         Ok(())
+    }
+
+    /// The label scores at the final hidden `row` of `Safety:`: the three label logits
+    /// alone (a softmax over the vocabulary renormalised over the labels equals a softmax
+    /// over their logits).
+    fn label_scores(&self, row: &[f32]) -> Result<Scores> {
+        let m = self.model;
+        let labels = m.lm_head.select(row, &m.spec.label_ids())?;
+        Ok(Scores::from_logits([labels[0], labels[1], labels[2]]))
     }
 
     /// A decoding pass: keeps the drafted tokens greedy decoding confirms.
@@ -221,7 +273,7 @@ impl<'m> Decoder<'m> {
         self.cache
             .truncate(self.base + self.pending.len() + accepted);
         if stopped {
-            self.phase = Phase::Done;
+            self.end_decoding();
             return;
         }
         self.pending = self

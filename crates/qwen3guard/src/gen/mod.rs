@@ -271,23 +271,15 @@ impl GenModel {
     /// The verdict of a finished decoding of the prompt `ids`.
     fn conclude(
         &self,
-        mut decoder: Decoder<'_>,
+        decoder: Decoder<'_>,
         ids: &[u32],
         options: &GenOptions,
     ) -> Result<GenVerdict> {
-        let scores = match decoder.scores {
-            Some(scores) => scores,
-            None => {
-                // The answer did not start with `Safety:`; score it teacher-forced on the
-                // prompt's cache (whatever part of the prompt is not cached runs first).
-                let have = decoder.cache.len().min(ids.len());
-                decoder.cache.truncate(have);
-                let mut feed = ids[have..].to_vec();
-                feed.extend(self.spec.safety_prefix());
-                let logits = self.logits(&feed, &mut decoder.cache, 1)?;
-                self.label_scores(&logits[0])
-            }
-        };
+        // A decoding ends only once it has its scores (read teacher-forced in a last step
+        // when the answer did not start with `Safety:`).
+        let scores = decoder
+            .scores
+            .ok_or_else(|| Error::Internal("a finished decoding has no label scores".into()))?;
         self.spec
             .verdict(decoder.generated, scores, ids.len(), options.verdict_only)
     }
