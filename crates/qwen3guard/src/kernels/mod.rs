@@ -14,6 +14,7 @@ mod f32;
 mod isa;
 pub(crate) mod math;
 mod packed;
+mod pages;
 pub(crate) mod panels;
 pub(crate) mod q8;
 

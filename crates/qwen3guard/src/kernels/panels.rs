@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::packed::COLUMN_BLOCK;
+use crate::kernels::pages;
 
 /// Weight rows per group: a register tile's outputs, and the column block of the tiling
 /// driver, so that a tile never straddles two groups.
@@ -44,7 +45,7 @@ impl<T: Copy + Default + Send + Sync> Panels<T> {
     {
         debug_assert_eq!(align % pack, 0);
         let depth = cols.div_ceil(align) * align;
-        let mut data = vec![T::default(); rows.div_ceil(GROUP) * GROUP * depth];
+        let mut data = pages::zeroed(rows.div_ceil(GROUP) * GROUP * depth);
         // Group by group on the thread pool (a vocabulary-sized matrix has 150 million
         // entries); within a group, row by row, a run of `pack` features at a time.
         data.par_chunks_mut(GROUP * depth)
@@ -88,7 +89,12 @@ impl<T: Copy + Default + Send + Sync> Panels<T> {
         if parts.iter().all(|p| p.rows % GROUP == 0) {
             // Whole groups: the layouts simply follow each other.
             let rows = parts.iter().map(|p| p.rows).sum();
-            let data = parts.into_iter().flat_map(|p| p.data).collect();
+            let mut data = pages::zeroed(parts.iter().map(|p| p.data.len()).sum());
+            let mut at = 0;
+            for part in parts {
+                data[at..at + part.data.len()].copy_from_slice(&part.data);
+                at += part.data.len();
+            }
             return Panels {
                 data,
                 rows,
