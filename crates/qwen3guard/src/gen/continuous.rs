@@ -23,7 +23,6 @@ pub struct Ticket(u64);
 /// What a running request keeps beside its decoder.
 struct Request {
     ticket: Ticket,
-    prompt: Vec<u32>,
     options: GenOptions,
 }
 
@@ -53,12 +52,11 @@ impl<'g> GenBatch<'g> {
     /// Adds a request; it runs from the next [`Self::step`] on. A request that cannot run
     /// (too long for the context, say) is refused here and the batch is unchanged.
     pub fn add(&mut self, conversation: &Conversation, options: &GenOptions) -> Result<Ticket> {
-        let (prompt, decoder) = self.guard.prepare(conversation, options)?;
+        let decoder = self.guard.prepare(conversation, options)?;
         let ticket = Ticket(self.next);
         self.next += 1;
         self.requests.push(Request {
             ticket,
-            prompt,
             options: *options,
         });
         self.decoders.push(decoder);
@@ -100,7 +98,7 @@ impl<'g> GenBatch<'g> {
                 let (request, decoder, error) = self.remove(i);
                 let result = match error {
                     Some(err) => Err(err),
-                    None => model.conclude(decoder, &request.prompt, &request.options),
+                    None => model.conclude(decoder, &request.options),
                 };
                 over.push((request.ticket, result));
             } else {

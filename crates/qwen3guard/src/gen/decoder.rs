@@ -16,7 +16,7 @@ use super::{argmax, GenModel, Scores};
 /// driver batching it with short requests serves them between its chunks instead of
 /// after its whole prefill. The backbone's own chunk: its sums run in the same order
 /// whatever the chunk, so a chunked prompt gives the same results as a whole one.
-const PREFILL_CHUNK: usize = FORWARD_CHUNK;
+pub(super) const PREFILL_CHUNK: usize = FORWARD_CHUNK;
 
 /// Where a decoding stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,11 @@ impl<'m> Decoder<'m> {
             cache,
             pending,
         }
+    }
+
+    /// The prompt's length in tokens (cached ones included).
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
     }
 
     /// Whether the decoding is over (its next [`Self::step`] is `None`).
@@ -203,7 +208,7 @@ impl<'m> Decoder<'m> {
             Phase::Score => {
                 self.phase = Phase::Done;
                 if let Some(last) = hidden.last() {
-                    self.scores = Some(self.label_scores(last)?);
+                    self.scores = Some(self.label_scores_at(last)?);
                 }
                 Ok(())
             }
@@ -219,7 +224,7 @@ impl<'m> Decoder<'m> {
         let Some(last) = hidden.last() else {
             return Ok(());
         };
-        let scores = self.label_scores(last)?;
+        let scores = self.label_scores_at(last)?;
         self.scores = Some(scores);
         if (scores.best() == Severity::Safe && !categories) || self.max_new_tokens == 0 {
             return Ok(());
@@ -243,7 +248,7 @@ impl<'m> Decoder<'m> {
     /// The label scores at the final hidden `row` of `Safety:`: the three label logits
     /// alone (a softmax over the vocabulary renormalised over the labels equals a softmax
     /// over their logits).
-    fn label_scores(&self, row: &[f32]) -> Result<Scores> {
+    fn label_scores_at(&self, row: &[f32]) -> Result<Scores> {
         let m = self.model;
         let labels = m.lm_head.select(row, &m.spec.label_ids())?;
         Ok(Scores::from_logits([labels[0], labels[1], labels[2]]))

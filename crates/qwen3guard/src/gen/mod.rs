@@ -222,12 +222,12 @@ impl GenGuard {
             .collect()
     }
 
-    /// Renders a request and sets up its decoding: the prompt's ids and the decoder.
+    /// Renders a request and sets up its decoding.
     fn prepare<'m>(
         &'m self,
         conversation: &Conversation,
         options: &GenOptions,
-    ) -> Result<(Vec<u32>, Decoder<'m>)> {
+    ) -> Result<Decoder<'m>> {
         let m = &*self.model;
         let task = conversation.task();
         let ids = m.spec.prompt_ids(conversation)?;
@@ -240,7 +240,7 @@ impl GenGuard {
             &m.formats[task_index(task)],
             (options.max_new_tokens, options.format_drafts, verdict),
         );
-        Ok((ids, decoder))
+        Ok(decoder)
     }
 
     /// A cache for the prompt `ids` of `task`: a fork of the preamble's when `prefix_cache`
@@ -269,19 +269,15 @@ impl GenGuard {
 
 impl GenModel {
     /// The verdict of a finished decoding of the prompt `ids`.
-    fn conclude(
-        &self,
-        decoder: Decoder<'_>,
-        ids: &[u32],
-        options: &GenOptions,
-    ) -> Result<GenVerdict> {
+    fn conclude(&self, decoder: Decoder<'_>, options: &GenOptions) -> Result<GenVerdict> {
         // A decoding ends only once it has its scores (read teacher-forced in a last step
         // when the answer did not start with `Safety:`).
         let scores = decoder
             .scores
             .ok_or_else(|| Error::Internal("a finished decoding has no label scores".into()))?;
+        let prompt_len = decoder.prompt_len();
         self.spec
-            .verdict(decoder.generated, scores, ids.len(), options.verdict_only)
+            .verdict(decoder.generated, scores, prompt_len, options.verdict_only)
     }
 
     /// The preamble cache of `task`, computed on first use.
@@ -362,6 +358,54 @@ mod tests {
         assert!(errors[0].is_none(), "{:?}", errors[0]);
         let [d] = d;
         (d.generated, d.steps)
+    }
+
+    /// An answer that does not start with `Safety:` is scored teacher-forced in one more
+    /// round of the decoder's own (so that a batch's requests score together), and the
+    /// decoding is over only once it has its scores.
+    #[test]
+    fn teacher_forced_scores_are_a_round_of_their_own() {
+        let guard = guard();
+        let m = &*guard.model;
+        let ids = m
+            .spec
+            .prompt_ids(&Conversation::from_prompt("How do I fix a bike?", None))
+            .unwrap();
+        let format = &m.formats[0];
+        let prompt_len = ids.len();
+        let mut d = [Decoder::new(
+            m,
+            m.backbone.new_cache(),
+            ids.clone(),
+            format,
+            (6, false, None),
+        )];
+        let mut errors = [None];
+        let mut rounds = 0;
+        while batch::run_round(m, &mut d, &mut errors) {
+            rounds += 1;
+        }
+        assert!(errors[0].is_none(), "{:?}", errors[0]);
+        let [d] = d;
+        assert!(
+            !d.generated.starts_with(m.spec.safety_prefix()),
+            "the fixture's answer must not start with `Safety:` for this test"
+        );
+        // Prompt chunks before the first decoding pass (which takes the last chunk).
+        let chunks = prompt_len.div_ceil(decoder::PREFILL_CHUNK) - 1;
+        assert_eq!(
+            rounds,
+            chunks + d.steps + 1,
+            "prompt chunks, decoding passes and the scoring round"
+        );
+        assert!(d.is_done());
+        let scores = d.scores.expect("scores once the decoding is over");
+        // The same scores as teacher-forcing `Safety:` after the prompt directly.
+        let mut cache = m.backbone.new_cache();
+        let mut feed = ids;
+        feed.extend(m.spec.safety_prefix());
+        let logits = m.logits(&feed, &mut cache, 1).unwrap();
+        assert_eq!(scores, m.label_scores(&logits[0]));
     }
 
     /// Drafts change the number of forward passes, never the tokens: a trie holding the

@@ -19,8 +19,9 @@ const HUGE_PAGE: usize = 2 << 20;
 /// `len` zeroed elements (all-zero bits is `T::default()` for the kernels' element types),
 /// on huge pages where the system gives them; fill it before anything else touches it.
 pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
-    // A zeroed allocation of this size is fresh mapped memory that nothing has touched
-    // yet (the standard library asks the allocator for zeroed memory for such types).
+    // The standard library asks the allocator for zeroed memory for such types; fresh
+    // memory it hands out that way is not touched, so the advice still applies to it.
+    // Memory the allocator reuses may already be backed by small pages, and stays so.
     let data = vec![T::default(); len];
     advise_huge(&data);
     data
