@@ -11,7 +11,9 @@
 # (target/release/qwen3guard), LLAMA_SRC (the llama.cpp source vendored in llama-cpp-python),
 # LLAMA_BUILD (a CMake build folder of it; configured here with -DGGML_NATIVE=ON, so that
 # llama-bench uses every instruction set the machine has), PY (a python with numpy),
-# RUNS (2), OUT.
+# RUNS (2), OUT, PRUNE (0; 1 deletes the Stream checkpoint once it is measured and each
+# GGUF file once llama-bench has run on it, so that an 8B run needs 33 GB of free disk at
+# its peak instead of 58).
 #
 # llama.cpp's figures are its llama-bench's: prefill `-p 512`; a decoding step after 128,
 # 512 and 2,048 tokens of context `-n 8 -d 128,512,2048` (llama.cpp has no Stream heads; as
@@ -27,6 +29,7 @@ LLAMA_SRC=${LLAMA_SRC:-$HOME/.cache/qwen3guard/llama-0.3.36/llama_cpp_python-0.3
 LLAMA_BUILD=${LLAMA_BUILD:-/work/llbuild/build}
 PY=${PY:-python3}
 RUNS=${RUNS:-2}
+PRUNE=${PRUNE:-0}
 OUT=${OUT:-bench/results/$(date +%Y-%m-%d)-$SIZE}
 mkdir -p "$OUT"
 
@@ -44,6 +47,8 @@ for variant in gen stream; do
     /usr/bin/time -v "$BIN" bench --model "$MODELS/$variant-$SIZE" --dtype "$dtype" --threads 2 \
       --runs "$RUNS" --json > "$OUT/qwen3guard-$variant-$dtype.json" 2> "$OUT/qwen3guard-$variant-$dtype.time"
   done
+  # The GGUF files are made from the Gen checkpoint only.
+  if [ "$PRUNE" = 1 ] && [ "$variant" = stream ]; then rm -rf "$MODELS/stream-$SIZE"; fi
 done
 
 cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
@@ -62,5 +67,6 @@ for type in bf16 q8_0; do
   run prefill -p 512 -n 0
   run verdict -p 115 -n 0 -d 201
   run decode -p 0 -n 8 -d 128,512,2048
+  if [ "$PRUNE" = 1 ]; then rm -f "$gguf"; fi
 done
 echo "results in $OUT"

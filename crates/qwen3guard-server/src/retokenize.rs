@@ -5,7 +5,9 @@
 //! settled is re-tokenized on every delta, and the tokens of its last [`HELD_PIECES`]
 //! pre-tokenizer pieces are held back (the Qwen pre-tokenizer looks at most one character
 //! ahead, and NFC composition only joins a character to the one before it, so the pieces
-//! before those cannot change). `finish` releases the rest. The ids fed, whatever the
+//! before those cannot change), and so is a piece whose start NFC changes together with
+//! the text before it (a run of combining marks reordered across the boundary). A push
+//! marked `last` releases the rest. The ids fed, whatever the
 //! cuts, are those of tokenizing the whole text at once (property-tested).
 
 use qwen3guard::prompt::PromptTokenizer;
@@ -83,11 +85,18 @@ impl Retokenizer {
         self.pending
             .push_str(std::str::from_utf8(&complete).unwrap_or_default());
         let pieces = tokenizer.encode_text_pieces(&self.pending)?;
-        let release = if last {
+        let mut release = if last {
             pieces.len()
         } else {
             pieces.len().saturating_sub(HELD_PIECES)
         };
+        // A boundary inside a normalization change is no place to cut: hold that piece too.
+        while let Some(piece) = pieces.get(release).filter(|_| release > 0) {
+            if tokenizer.normalizes_apart_at(&self.pending, piece.bytes.start)? {
+                break;
+            }
+            release -= 1;
+        }
         let cut = match pieces.get(release) {
             Some(piece) => piece.bytes.start,
             None => self.pending.len(),

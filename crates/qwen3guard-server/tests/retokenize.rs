@@ -8,9 +8,10 @@ use qwen3guard_server::retokenize::Retokenizer;
 
 /// Fragments chosen for the pre-tokenizer's edge cases: runs of spaces and newlines
 /// (whose pieces merge or split as text arrives), contractions, digits (one piece
-/// each), combining accents (NFC joins them to the character before), CJK, emoji
+/// each), combining accents (NFC joins them to the character before, and reorders a dot
+/// below ahead of a tilde, recomposing `ã` into `ạ`), CJK, emoji
 /// with modifiers, and text that looks like the template's control tokens.
-const FRAGMENTS: [&str; 24] = [
+const FRAGMENTS: [&str; 26] = [
     "the",
     " cat",
     "  ",
@@ -26,6 +27,8 @@ const FRAGMENTS: [&str; 24] = [
     "e\u{301}",
     "\u{301}",
     "é",
+    "ã",
+    "\u{323}",
     "中文",
     "👍🏽",
     "!!",
@@ -163,4 +166,27 @@ fn a_run_without_a_word_boundary_is_refused_past_the_bound_and_nothing_is_lost()
     }
     fed.extend(retokenizer.push(tokenizer, b"", true).unwrap());
     assert_eq!(fed, tokenizer.encode_text(&words).unwrap());
+}
+
+/// Found by the `retokenize` fuzz target: the pre-tokenizer splits the normalized text
+/// between `ạ` and U+0303, which NFC made of the original `ã` and U+0323, so the original
+/// text has no boundary there. Cutting at the reported offset fed U+0323's bytes where
+/// the whole text has U+0303's.
+#[test]
+fn a_boundary_inside_a_normalization_change_is_not_cut() {
+    let guard = stream();
+    let tokenizer = guard.prompter().tokenizer();
+    let parts = ["o, llã", "\u{323}ĭã\0", "\0\0", "Ĥ", "ld! "];
+    let text: String = parts.concat();
+    let mut retokenizer = Retokenizer::default();
+    let mut fed = Vec::new();
+    for part in parts {
+        fed.extend(retokenizer.push(tokenizer, part.as_bytes(), false).unwrap());
+    }
+    fed.extend(retokenizer.push(tokenizer, &[], true).unwrap());
+    assert_eq!(fed, tokenizer.encode_text(&text).unwrap(), "{text:?}");
+    // The check the cut relies on, directly: the boundary is not clean, one before it is.
+    let at = "o, llã".len();
+    assert!(!tokenizer.normalizes_apart_at(&text, at).unwrap());
+    assert!(tokenizer.normalizes_apart_at(&text, "o,".len()).unwrap());
 }

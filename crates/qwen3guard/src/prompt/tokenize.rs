@@ -14,7 +14,8 @@
 use std::path::Path;
 
 use tokenizers::{
-    Model, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+    Model, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+    PreTokenizer, Tokenizer,
 };
 
 use crate::error::{Error, Result};
@@ -193,6 +194,29 @@ impl PromptTokenizer {
                 ids: tokens.iter().flatten().map(|token| token.id).collect(),
             })
             .collect())
+    }
+
+    /// Whether cutting `text` at byte `at` and normalizing each part gives the
+    /// normalization of the whole. NFC can reorder a run of combining marks and recompose
+    /// the letter before them (`ã` then U+0323 becomes `ạ` then U+0303), so a piece
+    /// boundary the pre-tokenizer reports after normalization can fall inside a change of
+    /// the original text; text cut there and tokenized in parts would not give the whole's
+    /// ids. `at` off a character boundary is never clean.
+    pub fn normalizes_apart_at(&self, text: &str, at: usize) -> Result<bool> {
+        let (Some(head), Some(tail)) = (text.get(..at), text.get(at..)) else {
+            return Ok(false);
+        };
+        let Some(normalizer) = self.full.get_normalizer() else {
+            return Ok(true);
+        };
+        let normalized = |part: &str| -> Result<String> {
+            let mut part = NormalizedString::from(part);
+            normalizer
+                .normalize(&mut part)
+                .map_err(|e| Error::Tokenizer(format!("cannot normalize text: {e}")))?;
+            Ok(part.get().to_owned())
+        };
+        Ok(normalized(head)? + &normalized(tail)? == normalized(text)?)
     }
 
     /// Decodes ids to text; `skip_special` drops control tokens as the reference does.
