@@ -581,7 +581,7 @@ not across kinds.
 
 
 def larger_sizes(docs):
-    """The 4B and 8B pages (`bench/sizes_bench.sh` runs, written by hand from their results),
+    """The 4B and 8B pages (`bench/sizes_bench.sh` runs, written by `bench/sizes_report.py`),
     one line each with the page's title and its summary line (the one starting `Targets:`)."""
     pages = sorted((docs / "benchmarks").glob("*-[48]B.md"))
     lines = []

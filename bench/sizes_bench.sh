@@ -13,7 +13,8 @@
 # llama-bench uses every instruction set the machine has), PY (a python with numpy),
 # RUNS (2), OUT, PRUNE (0; 1 deletes the Stream checkpoint once it is measured and each
 # GGUF file once llama-bench has run on it, so that an 8B run needs 33 GB of free disk at
-# its peak instead of 58).
+# its peak instead of 58), CMAKE (cmake; `bench/setup_llama.sh` puts one in its venv),
+# ONLY (both; `qwen3guard` or `llama` runs one side, to redo it into the same OUT).
 #
 # llama.cpp's figures are its llama-bench's: prefill `-p 512`; a decoding step after 128,
 # 512 and 2,048 tokens of context `-n 8 -d 128,512,2048` (llama.cpp has no Stream heads; as
@@ -30,19 +31,24 @@ LLAMA_BUILD=${LLAMA_BUILD:-/work/llbuild/build}
 PY=${PY:-python3}
 RUNS=${RUNS:-2}
 PRUNE=${PRUNE:-0}
+CMAKE=${CMAKE:-cmake}
+ONLY=${ONLY:-both}
 OUT=${OUT:-bench/results/$(date +%Y-%m-%d)-$SIZE}
 mkdir -p "$OUT"
 
 for variant in gen stream; do
+  [ "$ONLY" = llama ] && [ "$variant" = stream ] && continue
   dir="$MODELS/$variant-$SIZE"
   [ -s "$dir/config.json" ] || "$BIN" make-random --variant "$variant" --size "$SIZE" --out "$dir"
 done
 { echo "date: $(date -u +%FT%TZ)"; echo "commit: $(git rev-parse HEAD)"
   lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
   echo "simd: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-  echo "kernels: $($BIN --version)"; echo "threads: 2"; } > "$OUT/machine.txt"
+  echo "kernels: $($BIN --version)"; echo "threads: 2"; } > "$OUT/machine-$ONLY.txt"
+[ "$ONLY" = llama ] || cp "$OUT/machine-$ONLY.txt" "$OUT/machine.txt"
 
 for variant in gen stream; do
+  [ "$ONLY" = llama ] && break
   for dtype in bf16 q8; do
     /usr/bin/time -v "$BIN" bench --model "$MODELS/$variant-$SIZE" --dtype "$dtype" --threads 2 \
       --runs "$RUNS" --json > "$OUT/qwen3guard-$variant-$dtype.json" 2> "$OUT/qwen3guard-$variant-$dtype.time"
@@ -51,9 +57,10 @@ for variant in gen stream; do
   if [ "$PRUNE" = 1 ] && [ "$variant" = stream ]; then rm -rf "$MODELS/stream-$SIZE"; fi
 done
 
-cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+[ "$ONLY" = qwen3guard ] && { echo "results in $OUT; its page: python3 bench/sizes_report.py $OUT"; exit 0; }
+"$CMAKE" -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF > "$OUT/llama-build.log" 2>&1
-cmake --build "$LLAMA_BUILD" --target llama-bench -j"$(nproc)" >> "$OUT/llama-build.log" 2>&1
+"$CMAKE" --build "$LLAMA_BUILD" --target llama-bench -j"$(nproc)" >> "$OUT/llama-build.log" 2>&1
 bench="$LLAMA_BUILD/bin/llama-bench"
 for type in bf16 q8_0; do
   gguf="$MODELS/gen-$SIZE-$type.gguf"
@@ -69,4 +76,4 @@ for type in bf16 q8_0; do
   run decode -p 0 -n 8 -d 128,512,2048
   if [ "$PRUNE" = 1 ]; then rm -f "$gguf"; fi
 done
-echo "results in $OUT"
+echo "results in $OUT; its page: python3 bench/sizes_report.py $OUT"

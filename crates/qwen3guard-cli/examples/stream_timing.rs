@@ -51,8 +51,16 @@ fn main() {
             s.append(&[1000]).expect("append");
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        // In order, so that a machine whose speed changes during the run shows it.
+        let each: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
+        eprintln!("each token (ms): {}", each.join(" "));
         times.sort_by(f64::total_cmp);
-        println!("token after {len}: median {:.2} ms", times[times.len() / 2]);
+        println!(
+            "token after {len}: median {:.2} ms (min {:.2}, max {:.2}, {reps} tokens)",
+            times[times.len() / 2],
+            times[0],
+            times[reps - 1]
+        );
         return;
     }
     for _ in 0..reps {

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Turns a `bench/sizes_bench.sh` run (bench/results/<date>-<SIZE>/) into its page,
+docs/benchmarks/<date>-<SIZE>.md: the figures side by side with llama.cpp's, the kernels
+issue's targets for that size with their limits, and the run's own notes (notes.md in the
+results folder, written by hand: what the figures mean, what was not measured). Then it
+rewrites the "Larger sizes" list at the end of docs/BENCHMARKS.md, whose lines are the
+pages' titles and `Targets:` lines.
+
+    python3 bench/sizes_report.py bench/results/2026-12-07-4B [--docs docs]
+
+Inputs, all in the results folder: qwen3guard-{gen,stream}-{bf16,q8}.json (`bench --json`),
+llama-{bf16,q8_0}-{prefill,verdict,decode}.json (llama-bench `-o json`), the
+`/usr/bin/time -v` reports beside them (peak resident memory), machine.txt. The shape
+(layers, key/value heads) comes from ../shared/reference/model-shapes.json, the parameter
+count from llama-bench's report of the same Gen weights. Standard library only.
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+
+import report
+
+DTYPES = ("bf16", "q8")
+LC_OF = {"bf16": "bf16", "q8": "q8_0"}
+CONTEXTS = ("128", "512", "2048")
+# The verdict forward that llama-bench runs: the 113 request-dependent tokens of the `bench`
+# prompt plus `Safety:`, on top of its 201-token preamble (`-p 115 -d 201`).
+VERDICT_TOKENS = 115
+# The largest key/value cache the Gen figures hold: the prefill figure's 512 positions.
+CACHE_POSITIONS = 512
+# Bytes per weight and per cached key/value element in each precision (q8: int8, the
+# per-row or per-block scales not counted, which makes the memory limit stricter).
+BYTES = {"bf16": 2, "q8": 1}
+MIB = 1 << 20
+# The instruction-set extensions the kernels choose between (machine.txt lists every one).
+KERNEL_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16")
+
+
+def llama(run, dtype, figure):
+    """llama-bench's entries for one figure, keyed by context depth."""
+    rows = report.load(run / f"llama-{LC_OF[dtype]}-{figure}.json") or []
+    return {str(r["n_depth"]): r for r in rows}
+
+
+def peak_rss_mib(time_report):
+    try:
+        text = time_report.read_text()
+    except OSError:
+        return None
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    return int(m.group(1)) / 1024 if m else None
+
+
+def figures(run):
+    """Every figure of the page, per tool and precision; None where a part is missing."""
+    f = {}
+    for dt in DTYPES:
+        gen = report.load(run / f"qwen3guard-gen-{dt}.json")
+        stream = report.load(run / f"qwen3guard-stream-{dt}.json")
+        prefill = llama(run, dt, "prefill").get("0")
+        verdict = llama(run, dt, "verdict").get("201")
+        decode = llama(run, dt, "decode")
+        f[dt] = {
+            "prefill": gen.get("prefill_tokens_per_s"),
+            "stream_prefill": stream.get("prefill_tokens_per_s"),
+            "token": {c: report.get(stream, "stream", "token_ms", c) for c in CONTEXTS},
+            "verdict": report.get(gen, "gen", "verdict_only_ms"),
+            "moderation": report.get(gen, "gen", "prompt_warm_ms"),
+            "rss": gen.get("peak_rss_mb"),
+            "lc_prefill": prefill and prefill["avg_ts"],
+            "lc_token": {c: decode[c] and 1000 / decode[c]["avg_ts"] if c in decode else None
+                         for c in CONTEXTS},
+            "lc_verdict": verdict and 1000 * VERDICT_TOKENS / verdict["avg_ts"],
+            "lc_rss": peak_rss_mib(run / f"llama-{LC_OF[dt]}-decode.time"),
+            "params": prefill and prefill["model_n_params"],
+        }
+    return f
+
+
+def cache_mib(shape, dtype):
+    layers = shape["num_hidden_layers"]
+    kv_heads, head_dim = 8, 128  # common to every published size (model-shapes.json's note)
+    return layers * kv_heads * head_dim * 2 * BYTES[dtype] * CACHE_POSITIONS / MIB
+
+
+def targets(f, shape):
+    """(name, short name, dtype, measured, limit, higher_is_better) for each target."""
+    out = []
+    for dt in DTYPES:
+        d = f[dt]
+        for c in CONTEXTS:
+            out.append((f"Stream token after {c} no slower than llama.cpp's decode step (ms)",
+                        f"Stream token after {c}", dt, d["token"][c], d["lc_token"][c], False))
+    for dt in DTYPES:
+        d = f[dt]
+        out.append(("Verdict only at most 0.6x llama.cpp's verdict forward (ms)", "verdict only", dt,
+                    d["verdict"], d["lc_verdict"] and 0.6 * d["lc_verdict"], False))
+    for dt in DTYPES:
+        d = f[dt]
+        out.append(("Gen prefill at least 1.2x llama.cpp's (tokens/s)", "Gen prefill", dt,
+                    d["prefill"], d["lc_prefill"] and 1.2 * d["lc_prefill"], True))
+    for dt in DTYPES:
+        d = f[dt]
+        params = d["params"]
+        limit = params and 1.15 * (params * BYTES[dt] / MIB + cache_mib(shape, dt))
+        out.append(("Peak RSS at most 1.15x the weights plus the cache (MiB)", "peak RSS", dt,
+                    d["rss"], limit, False))
+    return out
+
+
+def met(measured, limit, higher):
+    if measured is None or limit is None:
+        return None
+    return measured >= limit if higher else measured <= limit
+
+
+def page(run, docs):
+    date, size = run.name.rsplit("-", 1)
+    shape = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/model-shapes.json")
+                       .read_text())[size]
+    f = figures(run)
+    params = f["bf16"]["params"] or f["q8"]["params"]
+    machine = (run / "machine.txt").read_text() if (run / "machine.txt").exists() else ""
+    flags = next((l.split(":", 1)[1].split() for l in machine.splitlines() if l.startswith("simd:")),
+                 [])
+    simd = " ".join(f for f in flags if f in KERNEL_FLAGS) or "n/a"
+    kernels = re.search(r"kernels: ([\w-]+)\)", machine)
+    commit = next((l.split(":", 1)[1].strip().split()[0] for l in machine.splitlines()
+                   if l.startswith("commit:")), "n/a")[:7]
+    fm = report.fmt
+
+    def line(name, key, sub=None, peer=True):
+        pick = (lambda d, k: d[k][sub]) if sub else (lambda d, k: d[k])
+        cols = [fm(pick(f[dt], key)) for dt in DTYPES]
+        cols += [fm(pick(f[dt], "lc_" + key)) if peer else "" for dt in DTYPES]
+        return f"| {name} | " + " | ".join(cols) + " |"
+
+    table = [f"| figure ({size}) | qwen3guard bf16 | qwen3guard q8 | llama.cpp bf16 | llama.cpp q8_0 |",
+             "|---|---:|---:|---:|---:|",
+             line("Gen prefill, 512 tokens (tokens/s)", "prefill"),
+             line("Stream prefill, 512 tokens (tokens/s)", "stream_prefill", peer=False),
+             *[line(f"Stream: one appended token after {c} (ms; llama.cpp: Gen decode step)",
+                    "token", c) for c in CONTEXTS],
+             line(f"Gen verdict only (ms; llama.cpp: {VERDICT_TOKENS} tokens after a 201-token "
+                  "context)", "verdict"),
+             line("Gen full prompt moderation, preamble cached, 8 tokens (ms)", "moderation",
+                  peer=False),
+             line("Gen peak RSS (MiB; llama.cpp: its decoding run, 2,048 tokens of context)", "rss")]
+
+    rows, missed = [], []
+    for name, short, dt, value, limit, higher in targets(f, shape):
+        ok = met(value, limit, higher)
+        mark = "n/a" if ok is None else "met" if ok else "**missed**"
+        rows.append(f"| {name} | {dt} | {fm(value)} | {'>=' if higher else '<='} {fm(limit)} | {mark} |")
+        if ok is False:
+            unit = name.rsplit("(", 1)[1].rstrip(")")
+            missed.append(f"{short} in {dt} ({fm(value)} {unit} against a limit of {fm(limit)})")
+    judged = [r for r in rows if not r.endswith("n/a |")]
+    n_met = sum(r.endswith("met |") for r in judged)
+    summary = f"Targets: {n_met} of {len(judged)} met" + (
+        f"; missed: {'; '.join(missed)}." if missed else ".")
+
+    notes = (run / "notes.md").read_text() if (run / "notes.md").exists() else ""
+    md = f"""# {size}: qwen3guard vs llama.cpp (run of {date})
+
+Machine: {machine_line(machine)}; SIMD {simd}. qwen3guard's kernels:
+{kernels.group(1) if kernels else 'n/a'}. llama.cpp built from the source vendored in
+llama-cpp-python with `-DGGML_NATIVE=ON`. 2 threads each, one tool at a time, nothing else
+running. Engine of commit `{commit}`. Raw results, `/usr/bin/time` reports and the machine:
+`bench/results/{run.name}/`; the commands: `bench/sizes_bench.sh` (`SIZE={size}`). This page
+is written by `bench/sizes_report.py` from those results.
+
+Checkpoints: `qwen3guard make-random --variant gen|stream --size {size}`, the published
+{size} shape ({shape['num_hidden_layers']} layers, width {shape['hidden_size']:,}, MLP \
+{shape['intermediate_size']:,}, {'tied' if shape['tie_word_embeddings'] else 'untied'} \
+embeddings; {fm(params and params / 1e9, 2)} G parameters) with random weights; GGUF files
+of the Gen checkpoint by `../shared/tools/to_gguf.py` (bf16 and q8_0). `qwen3guard bench
+--runs 2` gives the slower of two timed runs after a warm-up (its median of an even count is
+the upper middle one); `llama-bench -r 2` gives the mean of two.
+
+{chr(10).join(table)}
+
+llama.cpp's figures are llama-bench's: prefill `-p 512 -n 0`; the decoding step
+`-p 0 -n 8 -d 128,512,2048` (1000 / its tokens per second); the verdict forward
+`-p {VERDICT_TOKENS} -n 0 -d 201`: the 113 tokens of the `bench` prompt that follow its \
+201-token preamble, plus `Safety:`, evaluated on top of the 201 cached tokens (the work of
+our verdict figure without its tokenization and logits reading, which favours llama.cpp
+slightly).
+
+## Targets of the kernels issue for {size}
+
+{summary}
+
+| target | dtype | measured | limit | |
+|---|---|---:|---:|---|
+{chr(10).join(rows)}
+
+The limits for memory take the weights at 2 bytes a parameter in bf16 \
+({fm(params and params * 2 / MIB)} MiB) and 1 byte in q8 ({fm(params and params / MIB)} MiB, the \
+scales not counted, which makes the limit stricter), plus the largest key/value cache the Gen \
+figures hold ({CACHE_POSITIONS} positions, the prefill figure: {shape['num_hidden_layers']} \
+layers x 8 heads x 128 x 2 vectors; {fm(cache_mib(shape, 'bf16'), 0)} MiB in bf16, \
+{fm(cache_mib(shape, 'q8'), 0)} MiB in q8).
+{chr(10) + notes if notes else ''}"""
+    out = docs / "benchmarks" / f"{run.name}.md"
+    out.write_text(md)
+    print(f"wrote {out}: {summary}")
+
+
+def machine_line(machine):
+    fields = dict(l.split(":", 1) for l in machine.splitlines() if ":" in l)
+    cpu = fields.get("Model name", "n/a").strip()
+    cores = fields.get("CPU(s)", "?").strip()
+    hyper = fields.get("Hypervisor vendor", "").strip()
+    return f"{cores}-core {cpu}{' ' + hyper + ' guest' if hyper else ''}"
+
+
+def relist(docs):
+    """Rewrites the "Larger sizes" section at the end of docs/BENCHMARKS.md."""
+    index = docs / "BENCHMARKS.md"
+    text = index.read_text()
+    head = text.split("\n## Larger sizes\n", 1)[0]
+    index.write_text(head + report.larger_sizes(docs))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--docs", default="docs")
+    args = ap.parse_args()
+    docs = Path(args.docs)
+    for r in args.runs:
+        page(Path(r.rstrip("/")), docs)
+    relist(docs)
+
+
+if __name__ == "__main__":
+    main()
