@@ -44,8 +44,8 @@ done
 { echo "date: $(date -u +%FT%TZ)"; echo "commit: $(git rev-parse HEAD)"
   lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
   echo "simd: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-  echo "kernels: $($BIN --version)"; echo "threads: 2"; } > "$OUT/machine-$ONLY.txt"
-[ "$ONLY" = llama ] || cp "$OUT/machine-$ONLY.txt" "$OUT/machine.txt"
+  echo "kernels: $($BIN --version)"; echo "threads: 2"
+} > "$OUT/machine$([ "$ONLY" = llama ] && echo -llama).txt"  # the llama-only redo keeps ours
 
 for variant in gen stream; do
   [ "$ONLY" = llama ] && break
