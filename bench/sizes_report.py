@@ -21,17 +21,18 @@ from pathlib import Path
 
 import report
 
+# The precisions the larger sizes are measured in (llama.cpp's counterpart: report.LC_OF).
 DTYPES = ("bf16", "q8")
-LC_OF = {"bf16": "bf16", "q8": "q8_0"}
+LC_OF = report.LC_OF
 CONTEXTS = ("128", "512", "2048")
 # The verdict forward that llama-bench runs: the 113 request-dependent tokens of the `bench`
 # prompt plus `Safety:`, on top of its 201-token preamble (`-p 115 -d 201`).
 VERDICT_TOKENS = 115
 # The largest key/value cache the Gen figures hold: the prefill figure's 512 positions.
 CACHE_POSITIONS = 512
-# Bytes per weight and per cached key/value element in each precision (q8: int8, the
-# per-row or per-block scales not counted, which makes the memory limit stricter).
-BYTES = {"bf16": 2, "q8": 1}
+# Bytes per weight (report.BYTES), which is also what a cached key/value element takes in
+# that precision (q8: int8, its scales not counted, which makes the memory limit stricter).
+BYTES = report.BYTES
 MIB = 1 << 20
 # The instruction-set extensions the kernels choose between (machine.txt lists every one).
 KERNEL_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16")
