@@ -581,19 +581,28 @@ not across kinds.
 
 
 def larger_sizes(docs):
-    """The 4B and 8B pages (`bench/sizes_bench.sh` runs, written by `bench/sizes_report.py`),
+    """The pages of `bench/sizes_bench.sh` runs (written by `bench/sizes_report.py`): the 4B
+    and 8B ones, then those whose instruction sets were capped (named `*-<isa>cap-<size>`),
     one line each with the page's title and its summary line (the one starting `Targets:`)."""
-    pages = sorted((docs / "benchmarks").glob("*-[48]B.md"))
-    lines = []
-    for p in pages:
-        text = p.read_text().splitlines()
-        summary = next((l for l in text if l.startswith("Targets:")), "")
-        lines.append(f"- [{text[0].lstrip('# ')}](benchmarks/{p.name}). {summary}".rstrip())
-    listed = chr(10).join(lines) if lines else "No 4B or 8B run yet."
+    def listed(pattern, none):
+        lines = []
+        for p in sorted((docs / "benchmarks").glob(pattern)):
+            text = p.read_text().splitlines()
+            summary = next((l for l in text if l.startswith("Targets:")), "")
+            lines.append(f"- [{text[0].lstrip('# ')}](benchmarks/{p.name}). {summary}".rstrip())
+        return chr(10).join(lines) if lines else none
     return f"""
 ## Larger sizes
 
-{listed}
+{listed("*[0-9]-[48]B.md", "No 4B or 8B run yet.")}
+
+## Instruction sets capped
+
+Runs on one processor with every tool held to a lower instruction set (ours by
+`QWEN3GUARD_ISA`, llama.cpp by its build flags, OpenBLAS by `OPENBLAS_CORETYPE`): a stand-in
+for a processor of that kind, with the host's caches and memory, not a measurement of one.
+
+{listed("*cap-*.md", "No capped run yet.")}
 """
 
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Turns a `bench/sizes_bench.sh` run (bench/results/<date>-<SIZE>/) into its page,
-docs/benchmarks/<date>-<SIZE>.md: the figures side by side with llama.cpp's, the kernels
+"""Turns a `bench/sizes_bench.sh` run (bench/results/<name>-<SIZE>/) into its page,
+docs/benchmarks/<name>-<SIZE>.md: the figures side by side with llama.cpp's, the kernels
 issue's targets for that size with their limits, and the run's own notes (notes.md in the
 results folder, written by hand: what the figures mean, what was not measured). Then it
-rewrites the "Larger sizes" list at the end of docs/BENCHMARKS.md, whose lines are the
-pages' titles and `Targets:` lines.
+rewrites the lists at the end of docs/BENCHMARKS.md (larger sizes; runs with the
+instruction sets capped), whose lines are the pages' titles and `Targets:` lines.
 
     python3 bench/sizes_report.py bench/results/2026-12-07-4B [--docs docs]
 
-Inputs, all in the results folder: qwen3guard-{gen,stream}-{bf16,q8}.json (`bench --json`),
-llama-{bf16,q8_0}-{prefill,verdict,decode}.json (llama-bench `-o json`), the
-`/usr/bin/time -v` reports beside them (peak resident memory), machine.txt. The shape
+Inputs, all in the results folder: qwen3guard-{gen,stream}-<dtype>.json (`bench --json`;
+the precisions measured are the ones present, of f32, bf16 and q8),
+llama-<type>-{prefill,verdict,decode}.json (llama-bench `-o json`), the `/usr/bin/time -v`
+reports beside them (peak resident memory), machine.txt, and blas.json where the run timed
+OpenBLAS (the f32 prefill anchor). The shape
 (layers, key/value heads) comes from ../shared/reference/model-shapes.json, the parameter
 count from llama-bench's report of the same Gen weights. Standard library only.
 """
@@ -21,13 +23,17 @@ from pathlib import Path
 
 import report
 
-# The precisions the larger sizes are measured in (llama.cpp's counterpart: report.LC_OF).
-DTYPES = ("bf16", "q8")
+# The precisions a run may hold, in the order of the columns (llama.cpp's counterpart:
+# report.LC_OF).
+DTYPES = ("f32", "bf16", "q8")
 LC_OF = report.LC_OF
 CONTEXTS = ("128", "512", "2048")
 # The verdict forward that llama-bench runs: the 113 request-dependent tokens of the `bench`
 # prompt plus `Safety:`, on top of its 201-token preamble (`-p 115 -d 201`).
 VERDICT_TOKENS = 115
+# The 0.6B shape's depth: its memory target is 1.3x the weights (bench/report.py's), not the
+# larger sizes' 1.15x the weights plus the cache.
+SMALL_LAYERS = 28
 # The largest key/value cache the Gen figures hold: the prefill figure's 512 positions.
 CACHE_POSITIONS = 512
 # Bytes per weight (report.BYTES), which is also what a cached key/value element takes in
@@ -53,10 +59,15 @@ def peak_rss_mib(time_report):
     return int(m.group(1)) / 1024 if m else None
 
 
+def measured(run):
+    """The precisions this run measured ours in."""
+    return [dt for dt in DTYPES if (run / f"qwen3guard-gen-{dt}.json").exists()]
+
+
 def figures(run):
     """Every figure of the page, per tool and precision; None where a part is missing."""
     f = {}
-    for dt in DTYPES:
+    for dt in measured(run):
         gen = report.load(run / f"qwen3guard-gen-{dt}.json")
         stream = report.load(run / f"qwen3guard-stream-{dt}.json")
         prefill = llama(run, dt, "prefill").get("0")
@@ -85,28 +96,38 @@ def cache_mib(shape, dtype):
     return layers * kv_heads * head_dim * 2 * BYTES[dtype] * CACHE_POSITIONS / MIB
 
 
-def targets(f, shape):
+def targets(f, shape, blas):
     """(name, short name, dtype, measured, limit, higher_is_better) for each target."""
     out = []
-    for dt in DTYPES:
+    for dt in f:
         d = f[dt]
         for c in CONTEXTS:
             out.append((f"Stream token after {c} no slower than llama.cpp's decode step (ms)",
                         f"Stream token after {c}", dt, d["token"][c], d["lc_token"][c], False))
-    for dt in DTYPES:
+    for dt in f:
         d = f[dt]
         out.append(("Verdict only at most 0.6x llama.cpp's verdict forward (ms)", "verdict only", dt,
                     d["verdict"], d["lc_verdict"] and 0.6 * d["lc_verdict"], False))
-    for dt in DTYPES:
+    for dt in f:
         d = f[dt]
         out.append(("Gen prefill at least 1.2x llama.cpp's (tokens/s)", "Gen prefill", dt,
                     d["prefill"], d["lc_prefill"] and 1.2 * d["lc_prefill"], True))
-    for dt in DTYPES:
+    if "f32" in f and blas:
+        for key, model in (("prefill", "Gen"), ("stream_prefill", "Stream")):
+            out.append((f"{model} f32 prefill at least 0.75x OpenBLAS on the backbone's products "
+                        "(tokens/s)", f"{model} prefill vs OpenBLAS", "f32", f["f32"][key],
+                        0.75 * blas, True))
+    for dt in f:
         d = f[dt]
         params = d["params"]
-        limit = params and 1.15 * (params * BYTES[dt] / MIB + cache_mib(shape, dt))
-        out.append(("Peak RSS at most 1.15x the weights plus the cache (MiB)", "peak RSS", dt,
-                    d["rss"], limit, False))
+        if shape["num_hidden_layers"] == SMALL_LAYERS:
+            # 0.6B keeps the earlier performance issue's limit, as its main table does.
+            name, limit = ("Peak RSS at most 1.3x the weights (MiB)",
+                           params and 1.3 * params * BYTES[dt] / MIB)
+        else:
+            name, limit = ("Peak RSS at most 1.15x the weights plus the cache (MiB)",
+                           params and 1.15 * (params * BYTES[dt] / MIB + cache_mib(shape, dt)))
+        out.append((name, "peak RSS", dt, d["rss"], limit, False))
     return out
 
 
@@ -121,8 +142,14 @@ def page(run, docs):
     shape = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/model-shapes.json")
                        .read_text())[size]
     f = figures(run)
-    params = f["bf16"]["params"] or f["q8"]["params"]
+    params = next((d["params"] for d in f.values() if d["params"]), None)
     machine = (run / "machine.txt").read_text() if (run / "machine.txt").exists() else ""
+    field = lambda name, default: next((l.split(":", 1)[1].strip() for l in machine.splitlines()
+                                        if l.startswith(name + ":")), default)
+    cap = field("isa cap", "none")
+    llama_flags = field("llama.cpp flags", "-DGGML_NATIVE=ON")
+    blas_run = report.load(run / "blas.json")
+    blas = blas_run and blas_run["tokens"]["512"]["tokens_per_s"]
     flags = next((l.split(":", 1)[1].split() for l in machine.splitlines() if l.startswith("simd:")),
                  [])
     simd = " ".join(f for f in flags if f in KERNEL_FLAGS) or "n/a"
@@ -133,12 +160,13 @@ def page(run, docs):
 
     def line(name, key, sub=None, peer=True):
         pick = (lambda d, k: d[k][sub]) if sub else (lambda d, k: d[k])
-        cols = [fm(pick(f[dt], key)) for dt in DTYPES]
-        cols += [fm(pick(f[dt], "lc_" + key)) if peer else "" for dt in DTYPES]
+        cols = [fm(pick(f[dt], key)) for dt in f]
+        cols += [fm(pick(f[dt], "lc_" + key)) if peer else "" for dt in f]
         return f"| {name} | " + " | ".join(cols) + " |"
 
-    table = [f"| figure ({size}) | qwen3guard bf16 | qwen3guard q8 | llama.cpp bf16 | llama.cpp q8_0 |",
-             "|---|---:|---:|---:|---:|",
+    heads = [f"qwen3guard {dt}" for dt in f] + [f"llama.cpp {LC_OF[dt]}" for dt in f]
+    table = [f"| figure ({size}) | " + " | ".join(heads) + " |",
+             "|---|" + "---:|" * len(heads),
              line("Gen prefill, 512 tokens (tokens/s)", "prefill"),
              line("Stream prefill, 512 tokens (tokens/s)", "stream_prefill", peer=False),
              *[line(f"Stream: one appended token after {c} (ms; llama.cpp: Gen decode step)",
@@ -150,7 +178,7 @@ def page(run, docs):
              line("Gen peak RSS (MiB; llama.cpp: its decoding run, 2,048 tokens of context)", "rss")]
 
     rows, missed = [], []
-    for name, short, dt, value, limit, higher in targets(f, shape):
+    for name, short, dt, value, limit, higher in targets(f, shape, blas):
         ok = met(value, limit, higher)
         mark = "n/a" if ok is None else "met" if ok else "**missed**"
         rows.append(f"| {name} | {dt} | {fm(value)} | {'>=' if higher else '<='} {fm(limit)} | {mark} |")
@@ -163,12 +191,27 @@ def page(run, docs):
         f"; missed: {'; '.join(missed)}." if missed else ".")
 
     notes = (run / "notes.md").read_text() if (run / "notes.md").exists() else ""
-    md = f"""# {size}: qwen3guard vs llama.cpp (run of {date})
+    weight_bytes = ", ".join(f"{BYTES[dt]} byte{'s' if BYTES[dt] > 1 else ''} a parameter in {dt} "
+                             f"({fm(params and params * BYTES[dt] / MIB)} MiB)" for dt in f)
+    caches = ", ".join(f"{fm(cache_mib(shape, dt), 0)} MiB in {dt}" for dt in f)
+    memory_rule = (", without the cache: the 0.6B limit of the earlier performance issue, as in "
+                   "the main 0.6B tables" if shape["num_hidden_layers"] == SMALL_LAYERS else
+                   f", plus the largest key/value cache the Gen figures hold ({CACHE_POSITIONS} "
+                   f"positions, the prefill figure: {shape['num_hidden_layers']} layers x 8 heads x "
+                   f"128 x 2 vectors; {caches})")
+    capped = "" if cap == "none" else f", instruction sets capped at {cap}"
+    capped_by = "" if cap == "none" else f" (capped by `QWEN3GUARD_ISA={cap}`)"
+    anchor = "" if not blas else (
+        f" numpy's OpenBLAS ({blas_run['blas']} {blas_run['numpy']}, core type "
+        f"{field('openblas coretype', 'detected')}) runs the backbone's f32 products of a 512-token "
+        f"prefill at {fm(blas)} tokens/s, as if nothing else cost anything "
+        "(`bench/blas_anchor.py`).")
+    md = f"""# {size}: qwen3guard vs llama.cpp (run of {date}{capped})
 
 Machine: {machine_line(machine)}; SIMD {simd}. qwen3guard's kernels:
-{kernels.group(1) if kernels else 'n/a'}. llama.cpp built from the source vendored in
-llama-cpp-python with `-DGGML_NATIVE=ON`. 2 threads each, one tool at a time, nothing else
-running. Engine of commit `{commit}`. Raw results, `/usr/bin/time` reports and the machine:
+{kernels.group(1) if kernels else 'n/a'}{capped_by}. llama.cpp built from the
+source vendored in llama-cpp-python with `{llama_flags}`.{anchor} 2 threads each, one tool at a
+time, nothing else running. Engine of commit `{commit}`. Raw results, `/usr/bin/time` reports and the machine:
 `bench/results/{run.name}/`; the commands: `bench/sizes_bench.sh` (`SIZE={size}`). This page
 is written by `bench/sizes_report.py` from those results.
 
@@ -176,7 +219,7 @@ Checkpoints: `qwen3guard make-random --variant gen|stream --size {size}`, the pu
 {size} shape ({shape['num_hidden_layers']} layers, width {shape['hidden_size']:,}, MLP \
 {shape['intermediate_size']:,}, {'tied' if shape['tie_word_embeddings'] else 'untied'} \
 embeddings; {fm(params and params / 1e9, 2)} G parameters) with random weights; GGUF files
-of the Gen checkpoint by `../shared/tools/to_gguf.py` (bf16 and q8_0). `qwen3guard bench
+of the Gen checkpoint by `../shared/tools/to_gguf.py` ({', '.join(LC_OF[dt] for dt in f)}). `qwen3guard bench
 --runs 2` gives the slower of two timed runs after a warm-up (its median of an even count is
 the upper middle one); `llama-bench -r 2` gives the mean of two.
 
@@ -197,12 +240,8 @@ slightly).
 |---|---|---:|---:|---|
 {chr(10).join(rows)}
 
-The limits for memory take the weights at 2 bytes a parameter in bf16 \
-({fm(params and params * 2 / MIB)} MiB) and 1 byte in q8 ({fm(params and params / MIB)} MiB, the \
-scales not counted, which makes the limit stricter), plus the largest key/value cache the Gen \
-figures hold ({CACHE_POSITIONS} positions, the prefill figure: {shape['num_hidden_layers']} \
-layers x 8 heads x 128 x 2 vectors; {fm(cache_mib(shape, 'bf16'), 0)} MiB in bf16, \
-{fm(cache_mib(shape, 'q8'), 0)} MiB in q8).
+The limits for memory take the weights at {weight_bytes} (the q8 scales not counted, which \
+makes the limit stricter){memory_rule}.
 {chr(10) + notes if notes else ''}"""
     out = docs / "benchmarks" / f"{run.name}.md"
     out.write_text(md)

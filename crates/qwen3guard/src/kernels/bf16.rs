@@ -200,6 +200,9 @@ mod tests {
             (67, 9, 40),
             (13, 200, 64),
             (300, 70, 40),
+            // Depths past the AVX2 kernel's pass of 384 features, the last pass partial.
+            (5, 70, 800),
+            (3, 64, 1030),
         ]);
         for &(m, n, k) in shapes {
             let (x, w) = sample_operands(m, n, k);

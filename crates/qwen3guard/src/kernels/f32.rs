@@ -135,6 +135,10 @@ mod tests {
             // of 4.
             (10, 50, 37),
             (8, 64, 22),
+            // Depths past the AVX2 kernel's pass of 384 features, the last pass partial and
+            // off the unrolled step.
+            (10, 70, 1000),
+            (7, 64, 770),
         ]);
         for &(m, n, k) in shapes {
             let (x, w) = sample_operands(m, n, k);
@@ -163,6 +167,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The products of a 512-token prefill and a 115-token verdict (the MLP's down projection
+    /// and the gate), on the detected kernels (`QWEN3GUARD_ISA` caps them) in rounds, printing
+    /// each product's rate; each result is checked against the portable loop. A benchmark run
+    /// by hand, as the kernels' passes over the depth were tuned:
+    /// `QWEN3GUARD_ISA=avx2 cargo test --release -p qwen3guard --lib prefill_products -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a benchmark: run by hand, see its doc"]
+    fn prefill_products_agree_and_print_rates() {
+        let shapes = [(512, 1024, 3072), (115, 1024, 3072), (512, 3072, 1024)];
+        for round in 0..3 {
+            let mut line = format!("{} round {round}:", isa());
+            for &(m, n, k) in &shapes {
+                let (x, w) = sample_operands(m, n, k);
+                let matrix = F32Matrix::from_f32(&w, n, k);
+                let mut ours = matrix.matmul(&x, m);
+                let t = std::time::Instant::now();
+                for _ in 0..5 {
+                    ours = std::hint::black_box(matrix.matmul(&x, m));
+                }
+                let gflops = 5.0 * 2.0 * (m * n * k) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                line += &format!(" {m}x{n}x{k} {gflops:.0} GFLOP/s;");
+                if round == 0 {
+                    let mut portable = vec![0f32; m * n];
+                    for g in (0..n).step_by(GROUP) {
+                        let cols = (n - g).min(GROUP);
+                        block_on(
+                            Isa::Portable,
+                            &x,
+                            k,
+                            matrix.group(g),
+                            cols,
+                            &mut portable[g..],
+                            n,
+                        );
+                    }
+                    for (i, (a, b)) in ours.iter().zip(&portable).enumerate() {
+                        assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{m}x{n}x{k} [{i}]");
+                    }
+                }
+            }
+            eprintln!("{line}");
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::avx2::store_rows;
+use crate::kernels::avx2::{depth_spans, load_rows, store_rows, DepthSpan};
 use crate::kernels::panels::{slice_tiles, GROUP};
 
 /// [`crate::kernels::bf16`]'s block product, on activations already widened to f32.
@@ -21,25 +21,35 @@ pub(crate) unsafe fn block(
     ld: usize,
 ) {
     assert!(depth.is_multiple_of(2));
-    slice_tiles!(tile, 8 x 4, whole 8, [1 2], x, depth, group, n, out, ld);
+    // In passes over the depth, as the f32 kernel (`DEPTH_BLOCK` is even, so a pass never
+    // splits a pair).
+    for (start, end) in depth_spans(depth, x.len() / depth.max(1), 2) {
+        let span = &DepthSpan { group, start, end };
+        slice_tiles!(tile, 8 x 4, whole 8, [1 2], x, depth, span, n, &mut *out, ld);
+    }
 }
 
-/// `R` activation rows (widened) against the group's outputs `first..first + 8 V`.
+/// `R` activation rows (widened) against the group's outputs `first..first + 8 V`, over
+/// the span's input features; a span after the first adds to the sums `out` holds.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const R: usize, const V: usize>(
     x: &[f32],
     depth: usize,
-    group: &[u16],
+    span: &DepthSpan<u16>,
     first: usize,
     n: usize,
     out: &mut [f32],
     ld: usize,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    let mut acc = if span.start == 0 {
+        [[_mm256_setzero_ps(); V]; R]
+    } else {
+        load_rows(first, n, out, ld)
+    };
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-    let (xp, wp) = (x.as_ptr(), group.as_ptr().add(2 * first));
-    for pair in 0..depth / 2 {
+    let (xp, wp) = (x.as_ptr(), span.group.as_ptr().add(2 * first));
+    for pair in span.start / 2..span.end / 2 {
         let xv: [[__m256; 2]; R] = std::array::from_fn(|i| {
             let at = xp.add(i * depth + 2 * pair);
             [_mm256_broadcast_ss(&*at), _mm256_broadcast_ss(&*at.add(1))]
