@@ -42,11 +42,10 @@ unsafe fn tile<const R: usize, const V: usize>(
     out: &mut [f32],
     ld: usize,
 ) {
-    let mut acc = if span.start == 0 {
-        [[_mm256_setzero_ps(); V]; R]
-    } else {
-        load_rows(first, n, out, ld)
-    };
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    if span.start > 0 {
+        load_rows(&mut acc, first, n, out, ld);
+    }
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
     let (xp, wp) = (x.as_ptr(), span.group.as_ptr().add(2 * first));
     for pair in span.start / 2..span.end / 2 {

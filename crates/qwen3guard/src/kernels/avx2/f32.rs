@@ -46,11 +46,10 @@ unsafe fn tile<const R: usize, const V: usize>(
     out: &mut [f32],
     ld: usize,
 ) {
-    let mut acc = if span.start == 0 {
-        [[_mm256_setzero_ps(); V]; R]
-    } else {
-        load_rows(first, n, out, ld)
-    };
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    if span.start > 0 {
+        load_rows(&mut acc, first, n, out, ld);
+    }
     let (xp, wp) = (x.as_ptr(), span.group.as_ptr().add(first));
     let rows: [*const f32; R] = std::array::from_fn(|i| xp.add(i * depth));
     let step = |acc: &mut [[__m256; V]; R], k: usize| {
