@@ -201,6 +201,7 @@ def page(run, docs):
                    f"128 x 2 vectors; {caches})")
     capped = "" if cap == "none" else f", instruction sets capped at {cap}"
     capped_by = "" if cap == "none" else f" (capped by `QWEN3GUARD_ISA={cap}`)"
+    with_cap = "" if cap == "none" else ", with the capping variables its header shows"
     anchor = "" if not blas else (
         f" numpy's OpenBLAS ({blas_run['blas']} {blas_run['numpy']}, core type "
         f"{field('openblas coretype', 'detected')}) runs the backbone's f32 products of a 512-token "
@@ -212,7 +213,7 @@ Machine: {machine_line(machine)}; SIMD {simd}. qwen3guard's kernels:
 {kernels.group(1) if kernels else 'n/a'}{capped_by}. llama.cpp built from the
 source vendored in llama-cpp-python with `{llama_flags}`.{anchor} 2 threads each, one tool at a
 time, nothing else running. Engine of commit `{commit}`. Raw results, `/usr/bin/time` reports and the machine:
-`bench/results/{run.name}/`; the commands: `bench/sizes_bench.sh` (`SIZE={size}`). This page
+`bench/results/{run.name}/`; the commands: `bench/sizes_bench.sh` (`SIZE={size}`{with_cap}). This page
 is written by `bench/sizes_report.py` from those results.
 
 Checkpoints: `qwen3guard make-random --variant gen|stream --size {size}`, the published
