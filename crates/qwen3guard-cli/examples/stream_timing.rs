@@ -15,6 +15,8 @@ fn main() {
     let precision: Precision = args[2].parse().expect("dtype");
     let len: usize = args[3].parse().expect("len");
     let reps: usize = args[4].parse().expect("reps");
+    // Every mode reports a median of the repetitions, so it needs at least one.
+    assert!(reps >= 1, "REPS must be at least 1");
     let decode = args.get(5).is_some_and(|a| a == "decode");
     let batch: Option<usize> =
         (args.get(5).is_some_and(|a| a == "batch")).then(|| args[6].parse().expect("batch size"));
