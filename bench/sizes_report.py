@@ -150,12 +150,9 @@ def page(run, docs):
     llama_flags = field("llama.cpp flags", "-DGGML_NATIVE=ON")
     blas_run = report.load(run / "blas.json")
     blas = blas_run and blas_run["tokens"]["512"]["tokens_per_s"]
-    flags = next((l.split(":", 1)[1].split() for l in machine.splitlines() if l.startswith("simd:")),
-                 [])
-    simd = " ".join(f for f in flags if f in KERNEL_FLAGS) or "n/a"
+    simd = " ".join(f for f in field("simd", "").split() if f in KERNEL_FLAGS) or "n/a"
     kernels = re.search(r"kernels: ([\w-]+)\)", machine)
-    commit = next((l.split(":", 1)[1].strip().split()[0] for l in machine.splitlines()
-                   if l.startswith("commit:")), "n/a")[:7]
+    commit = (field("commit", "n/a").split() or ["n/a"])[0][:7]
     fm = report.fmt
 
     def line(name, key, sub=None, peer=True):

@@ -26,11 +26,12 @@ crate::kernels::panels::store_rows_fn!(__m256, 8, _mm256_storeu_ps, "avx2,fma");
 /// once the depth is the MLP's 3,072: the slice alone is 192 KiB in f32, and 66 rows of
 /// activations add 792 KiB, so every slice read the rows from L3 again. In passes of 384
 /// features they take 99 KiB and the slice 24 KiB, which fits the 512 KiB L2 of Zen 2 and 3
-/// and the 256 KiB of Intel client cores. Measured with `QWEN3GUARD_ISA=avx2` on a Zen 4 (1 MiB
-/// L2) by the f32 tests' `prefill_products_agree_and_print_rates`, a build without the passes
-/// and one with them alternated three times: the down projection of a 512-token prefill
-/// (512 x 1,024 x 3,072) went from 134-155 to 147-170 GFLOP/s, of a 115-token verdict from
-/// 135-168 to 155-186; the depth-1,024 product did not change beyond the rounds' spread.
+/// and the 256 KiB of Intel client cores up to the 10th generation. Measured with
+/// `QWEN3GUARD_ISA=avx2` on a Zen 4 (1 MiB L2) by the f32 tests'
+/// `prefill_products_agree_and_print_rates`, a build without the passes and one with them
+/// alternated three times: the down projection of a 512-token prefill (512 x 1,024 x 3,072)
+/// went from 134-155 to 147-170 GFLOP/s, of a 115-token verdict from 135-168 to 155-186; the
+/// depth-1,024 product did not change beyond the rounds' spread.
 /// Passes of 64, 128, 256, 512 and 768 features, timed against 384 in one process through a
 /// temporary switch, were each slower on the down projection.
 pub(crate) const DEPTH_BLOCK: usize = 384;
