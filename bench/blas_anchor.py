@@ -45,7 +45,11 @@ def main():
     rng = np.random.default_rng(0)
     out = {"threads": args.threads, "backbone_params": PARAMS, "numpy": np.__version__,
            "blas": str(np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name")),
-           "machine": machine, "tokens": {}}
+           "machine": machine, "tokens": {},
+           # What overrides OpenBLAS's own choice of kernel and cache blocking: some machines
+           # here set both in every process's environment.
+           "overrides": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                         if k in os.environ}}
     for n in (int(t) for t in args.tokens.split(",")):
         total = 0.0
         for k, m in PRODUCTS:

@@ -122,6 +122,15 @@ def kind_of(machine):
     return machine.get("arch", "other")
 
 
+def cpu_name(machine):
+    """The processor's name, with its family and model where the run recorded them: every
+    EPYC guest here names itself just "AMD EPYC", and family 25 (Zen 3, Zen 4) and 26
+    (Zen 5) differ."""
+    family = machine.get("cpu_family")
+    which = f" (CPU family {family}, model {machine.get('cpu_model', '?')})" if family else ""
+    return machine.get("cpu", "n/a") + which
+
+
 def page(res, pages, args):
     """Writes the full page of one run into `pages`; returns what the index shows of it."""
     machine = load(res / "machine.json")
@@ -398,7 +407,7 @@ length). {same_tokens}
 
 | | |
 |---|---|
-| CPU | {machine.get('cpu', 'n/a')} ({machine.get('hypervisor', '')} guest), {machine.get('cpus', 'n/a')} cores, {machine.get('threads_per_core', '?')} thread per core |
+| CPU | {cpu_name(machine)} ({machine.get('hypervisor', '')} guest), {machine.get('cpus', 'n/a')} cores, {machine.get('threads_per_core', '?')} thread per core |
 | SIMD | {' '.join(machine.get('simd', []))} |
 | memory | {machine.get('mem_gib', 'n/a')} GiB |
 | kernel | {machine.get('kernel', 'n/a')} |
@@ -553,7 +562,7 @@ def index(runs, docs):
         m = new["machine"]
         older = ", ".join(f"[{r['name']}](benchmarks/{r['name']}.md)" for r in kind_runs[:-1])
         missed = [t for t in new["targets"] if t.endswith("**missed** |")]
-        sections.append(f"""## {kind}: {m.get('cpu', 'n/a')}, {m.get('cpus', '?')} cores (run of {new['name']})
+        sections.append(f"""## {kind}: {cpu_name(m)}, {m.get('cpus', '?')} cores (run of {new['name']})
 
 SIMD: {' '.join(m.get('simd', []))}. Size: 0.6B (random weights of the real shape); larger
 sizes at the end of this page. Full page, with every figure, the peers' notes and the machine's load:
@@ -582,11 +591,14 @@ not across kinds.
 
 def larger_sizes(docs):
     """The pages of `bench/sizes_bench.sh` runs (written by `bench/sizes_report.py`): the 4B
-    and 8B ones, then those whose instruction sets were capped (named `*-<isa>cap-<size>`),
-    one line each with the page's title and its summary line (the one starting `Targets:`)."""
-    def listed(pattern, none):
+    and 8B ones, the 0.6B ones with nothing capped, then those whose
+    instruction sets were capped (named `*-<isa>cap-<size>`), one line each with the page's
+    title and its summary line (the one starting `Targets:`)."""
+    def listed(pattern, none, capped=True):
         lines = []
         for p in sorted((docs / "benchmarks").glob(pattern)):
+            if not capped and "cap-" in p.name:
+                continue
             text = p.read_text().splitlines()
             summary = next((l for l in text if l.startswith("Targets:")), "")
             lines.append(f"- [{text[0].lstrip('# ')}](benchmarks/{p.name}). {summary}".rstrip())
@@ -595,6 +607,13 @@ def larger_sizes(docs):
 ## Larger sizes
 
 {listed("*[0-9]-[48]B.md", "No 4B or 8B run yet.")}
+
+## 0.6B, the larger sizes' figures
+
+Runs of `bench/sizes_bench.sh` at 0.6B with nothing capped: the figures of the larger
+sizes' pages (no reference, no chunked streaming), each on the processor its page names.
+
+{listed("*-0.6B.md", "No such run yet.", capped=False)}
 
 ## Instruction sets capped
 

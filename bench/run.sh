@@ -37,6 +37,7 @@ mem_kb = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("M
 flags = lscpu.get("Flags", "").split()
 git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
 info = {"cpu": lscpu.get("Model name", "").strip(), "cpus": os.cpu_count(),
+        "cpu_family": lscpu.get("CPU family", "").strip(), "cpu_model": lscpu.get("Model", "").strip(),
         "threads_per_core": lscpu.get("Thread(s) per core", "").strip(),
         "hypervisor": lscpu.get("Hypervisor vendor", "").strip(),
         "simd": [f for f in flags if f.startswith(("avx", "amx", "fma"))],

@@ -54,11 +54,12 @@ for variant in gen stream; do
   [ -s "$dir/config.json" ] || "$BIN" make-random --variant "$variant" --size "$SIZE" --out "$dir"
 done
 { echo "date: $(date -u +%FT%TZ)"; echo "commit: $(git rev-parse HEAD)"
-  lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
+  lscpu | grep -E '^(Model name|CPU\(s\)|CPU family|Model|Hypervisor vendor):'
   echo "simd: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "kernels: $($BIN --version)"; echo "threads: 2"
   echo "isa cap: ${QWEN3GUARD_ISA:-none}"; echo "llama.cpp flags: $LLAMA_FLAGS"
   echo "openblas coretype: ${OPENBLAS_CORETYPE:-detected}"
+  echo "openblas l2 size: ${OPENBLAS_L2_SIZE:-detected}"  # some machines here set both
 } > "$OUT/machine$([ "$ONLY" = llama ] && echo -llama).txt"  # the llama-only redo keeps ours
 
 for variant in gen stream; do

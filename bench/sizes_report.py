@@ -199,9 +199,11 @@ def page(run, docs):
     capped = "" if cap == "none" else f", instruction sets capped at {cap}"
     capped_by = "" if cap == "none" else f" (capped by `QWEN3GUARD_ISA={cap}`)"
     with_cap = "" if cap == "none" else ", with the capping variables its header shows"
+    l2 = field("openblas l2 size", "detected")
+    l2 = "" if l2 == "detected" else f", L2 taken as {l2} KiB by `OPENBLAS_L2_SIZE`"
     anchor = "" if not blas else (
-        f" numpy's OpenBLAS ({blas_run['blas']} {blas_run['numpy']}, core type "
-        f"{field('openblas coretype', 'detected')}) runs the backbone's f32 products of a 512-token "
+        f" numpy {blas_run['numpy']}'s OpenBLAS ({blas_run['blas']}, core type "
+        f"{field('openblas coretype', 'detected')}{l2}) runs the backbone's f32 products of a 512-token "
         f"prefill at {fm(blas)} tokens/s, as if nothing else cost anything "
         "(`bench/blas_anchor.py`).")
     md = f"""# {size}: qwen3guard vs llama.cpp (run of {date}{capped})
@@ -251,7 +253,11 @@ def machine_line(machine):
     cpu = fields.get("Model name", "n/a").strip()
     cores = fields.get("CPU(s)", "?").strip()
     hyper = fields.get("Hypervisor vendor", "").strip()
-    return f"{cores}-core {cpu}{' ' + hyper + ' guest' if hyper else ''}"
+    # Every EPYC guest here names itself just "AMD EPYC"; the family and model tell Zen 4
+    # (family 25) from Zen 5 (family 26). Runs before they were recorded have neither.
+    family, model = fields.get("CPU family", "").strip(), fields.get("Model", "").strip()
+    which = f" (CPU family {family}, model {model})" if family else ""
+    return f"{cores}-core {cpu}{which}{' ' + hyper + ' guest' if hyper else ''}"
 
 
 def relist(docs):

@@ -190,3 +190,38 @@ fn a_boundary_inside_a_normalization_change_is_not_cut() {
     assert!(!tokenizer.normalizes_apart_at(&text, at).unwrap());
     assert!(tokenizer.normalizes_apart_at(&text, "o,".len()).unwrap());
 }
+
+/// What re-tokenizing costs per delta, with the normalization checks of each cut: English
+/// text in deltas of 8 bytes (about two tokens of an LLM's answer) and of 4 KiB, against
+/// tokenizing the whole text once. A measurement, never timed in CI:
+/// `cargo test --release -p qwen3guard-server --test retokenize -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run by hand, see its doc"]
+fn retokenizing_agrees_and_prints_its_cost_per_delta() {
+    let guard = stream();
+    let tokenizer = guard.prompter().tokenizer();
+    let text = "The quick brown fox jumps over the lazy dog, and then it runs away. ".repeat(240);
+    let t = std::time::Instant::now();
+    let whole = tokenizer.encode_text(&text).unwrap();
+    let once = t.elapsed();
+    for delta in [8, 4096] {
+        let (mut retokenizer, mut fed) = (Retokenizer::default(), Vec::new());
+        let t = std::time::Instant::now();
+        let parts = text.as_bytes().chunks(delta);
+        let pushes = parts.len() + 1;
+        for part in parts {
+            fed.extend(retokenizer.push(tokenizer, part, false).unwrap());
+        }
+        fed.extend(retokenizer.push(tokenizer, &[], true).unwrap());
+        let took = t.elapsed();
+        assert_eq!(fed, whole, "deltas of {delta} bytes");
+        eprintln!(
+            "{} bytes in deltas of {delta}: {pushes} pushes, {:.1} us a push, {:.2} ms in all; \
+             the whole text tokenized at once: {:.2} ms",
+            text.len(),
+            took.as_secs_f64() * 1e6 / pushes as f64,
+            took.as_secs_f64() * 1e3,
+            once.as_secs_f64() * 1e3
+        );
+    }
+}
