@@ -546,7 +546,9 @@ def blas_line(blas):
     rate = get(blas, "tokens", "512", "tokens_per_s")
     if rate is None:
         return ""
-    return (f"OpenBLAS (numpy, same threads) runs the backbone's f32 products for 512 tokens at "
+    overrides = ", ".join(f"`{k}={v}`" for k, v in (get(blas, "overrides") or {}).items())
+    return (f"OpenBLAS (numpy, same threads{', ' + overrides if overrides else ''}) runs the "
+            f"backbone's f32 products for 512 tokens at "
             f"{fmt(rate)} tokens/s ({fmt(get(blas, 'tokens', '512', 'gflops'))} GFLOP/s); attention and "
             f"the rest are not counted in it.\n")
 

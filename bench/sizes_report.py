@@ -250,14 +250,12 @@ makes the limit stricter){memory_rule}.
 
 def machine_line(machine):
     fields = dict(l.split(":", 1) for l in machine.splitlines() if ":" in l)
-    cpu = fields.get("Model name", "n/a").strip()
+    cpu = report.cpu_name({key: fields[name].strip() for key, name in
+                           (("cpu", "Model name"), ("cpu_family", "CPU family"),
+                            ("cpu_model", "Model")) if name in fields})
     cores = fields.get("CPU(s)", "?").strip()
     hyper = fields.get("Hypervisor vendor", "").strip()
-    # Every EPYC guest here names itself just "AMD EPYC"; the family and model tell Zen 4
-    # (family 25) from Zen 5 (family 26). Runs before they were recorded have neither.
-    family, model = fields.get("CPU family", "").strip(), fields.get("Model", "").strip()
-    which = f" (CPU family {family}, model {model})" if family else ""
-    return f"{cores}-core {cpu}{which}{' ' + hyper + ' guest' if hyper else ''}"
+    return f"{cores}-core {cpu}{' ' + hyper + ' guest' if hyper else ''}"
 
 
 def relist(docs):
