@@ -105,6 +105,7 @@ fn bench_gen(guard: &GenGuard, runs: usize, max_new_tokens: usize) -> Result<Val
     Ok(json!({
         "prompt_generated_tokens": written.generated_token_ids.len(),
         "prompt_generated_text": written.generated_text,
+        "prompt_decode_passes": written.decode_passes,
         "prompt_cold_ms": median_ms(runs, || guard.moderate(&prompt, &cold).map(drop))?,
         "prompt_warm_ms": median_ms(runs, || guard.moderate(&prompt, &full).map(drop))?,
         "verdict_only_ms": median_ms(runs, || guard.moderate(&prompt, &verdict).map(drop))?,

@@ -21,6 +21,7 @@ fn verdict(safety: Option<Severity>, refusal: Option<bool>, categories: &[&str])
         generated_text: String::new(),
         generated_token_ids: Vec::new(),
         prompt_tokens: 10,
+        decode_passes: 0,
     }
 }
 

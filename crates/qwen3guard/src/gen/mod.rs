@@ -94,6 +94,11 @@ pub struct GenVerdict {
     pub generated_token_ids: Vec<u32>,
     /// Length of the rendered prompt in tokens.
     pub prompt_tokens: usize,
+    /// The sequential decoding passes the answer took, the one that ran the prompt's last
+    /// chunk included (format-guided drafting makes it fewer than the tokens). A measure of
+    /// the engine, not part of the verdict, so not serialized.
+    #[serde(skip)]
+    pub decode_passes: usize,
 }
 
 /// The model and everything fixed per checkpoint.
@@ -275,9 +280,12 @@ impl GenModel {
         let scores = decoder
             .scores
             .ok_or_else(|| Error::Internal("a finished decoding has no label scores".into()))?;
-        let prompt_len = decoder.prompt_len();
-        self.spec
-            .verdict(decoder.generated, scores, prompt_len, options.verdict_only)
+        let (prompt_len, passes) = (decoder.prompt_len(), decoder.steps);
+        let mut verdict =
+            self.spec
+                .verdict(decoder.generated, scores, prompt_len, options.verdict_only)?;
+        verdict.decode_passes = passes;
+        Ok(verdict)
     }
 
     /// The preamble cache of `task`, computed on first use.
@@ -489,6 +497,8 @@ mod tests {
                 ..GenOptions::default()
             };
             let reference = guard.moderate(&conv, &plain).unwrap();
+            // Without drafts every pass writes one token.
+            assert_eq!(reference.decode_passes, reference.generated_token_ids.len());
             for (prefix_cache, format_drafts) in [(true, false), (false, true), (true, true)] {
                 let options = GenOptions {
                     prefix_cache,
@@ -497,6 +507,12 @@ mod tests {
                 };
                 let fast = guard.moderate(&conv, &options).unwrap();
                 assert_eq!(fast.generated_token_ids, reference.generated_token_ids);
+                // Drafts can only save passes; the preamble cache changes none.
+                if format_drafts {
+                    assert!(fast.decode_passes <= reference.decode_passes);
+                } else {
+                    assert_eq!(fast.decode_passes, reference.decode_passes);
+                }
                 let (a, b) = (fast.scores, reference.scores);
                 for (x, y) in [
                     (a.safe, b.safe),

@@ -210,6 +210,8 @@ impl GenSpec {
             generated_text,
             generated_token_ids: generated,
             prompt_tokens,
+            // The decoder that ran the answer sets it.
+            decode_passes: 0,
         })
     }
 }
